@@ -1,0 +1,112 @@
+/* llamas.h: the structs and limits that cross from the BPF programs into Python.
+ *
+ * Mirrored once in Python (llamas_ebpf/probes/layout.py); BCC hands Python ctypes views of these
+ * structs by name, so Python reads fields, never offsets. Nothing here reads a kernel struct:
+ * the headers on this host may not match the running kernel, so every probe works from
+ * tracepoint arguments and helpers only.
+ */
+#ifndef LLAMAS_H
+#define LLAMAS_H
+
+#define LLAMAS_MAX_NODES 16       /* NUMA nodes tracked; larger ids are folded into the last */
+#define LLAMAS_MAX_CPUS 1024
+#define LLAMAS_MAX_PROCS 16384    /* per-process LRU maps */
+#define LLAMAS_MAX_REGIONS 65536  /* per-(process, 2 MiB region) LRU map */
+#define LLAMAS_REGION_SHIFT 21    /* 2 MiB regions */
+#define LLAMAS_COMM_LEN 16
+
+/* health[] slots, one per-CPU array per program */
+#define HEALTH_PROC_INSERTS 0     /* new keys put in the per-process map */
+#define HEALTH_PROC_FULL 1        /* inserts that failed: the map was full */
+#define HEALTH_REGION_INSERTS 2
+#define HEALTH_REGION_FULL 3
+#define HEALTH_DROPS 4            /* events lost for any other reason */
+#define HEALTH_SLOTS 5
+
+static __always_inline int llamas_node_slot(int node)
+{
+    if (node < 0)
+        return 0;
+    return node < LLAMAS_MAX_NODES ? node : LLAMAS_MAX_NODES - 1;
+}
+
+/* Every program declares its own `health` per-CPU array and a `health_inc(slot)` helper beside
+ * it: BCC rewrites map calls only in the main file, never in an included header or inside a
+ * macro. A per-key map is read as: lookup; on a miss, count an insert and lookup_or_try_init;
+ * on a second miss, count a full map. Python derives LRU evictions from the insert count. */
+
+struct fault_counts {
+    u64 user_read;
+    u64 user_write;
+    u64 kernel_read;
+    u64 kernel_write;
+};
+
+struct region_key {
+    u32 tgid;
+    u32 pad;
+    u64 region;                   /* address >> LLAMAS_REGION_SHIFT */
+};
+
+struct region_counts {
+    u64 reads;
+    u64 writes;
+};
+
+struct comm_value {
+    char comm[LLAMAS_COMM_LEN];
+};
+
+struct alloc_counts {
+    u64 local_pages;
+    u64 remote_pages;
+    u64 pages_on_node[LLAMAS_MAX_NODES];
+};
+
+struct pfn_range {
+    u64 start;                    /* first pfn */
+    u64 end;                      /* one past the last pfn */
+    u32 node;
+    u32 valid;
+};
+
+struct hint_counts {
+    u64 local_faults;
+    u64 remote_faults;
+    u64 local_pages;
+    u64 remote_pages;
+    u64 migrated_pages;           /* hinting faults that moved the page */
+};
+
+struct numa_move_counts {
+    u64 moves;                    /* sched:sched_move_numa */
+    u64 swaps;                    /* sched:sched_swap_numa */
+    u64 sticks;                   /* sched:sched_stick_numa */
+};
+
+struct page_migration_key {
+    u32 tgid;
+    u32 reason;
+};
+
+struct page_migration_counts {
+    u64 succeeded;
+    u64 failed;
+};
+
+struct cpu_migration_counts {
+    u64 same_node;
+    u64 cross_node;
+};
+
+struct gpu_key {
+    u32 tgid;
+    u32 event;                    /* index into the Python-side symbol list */
+};
+
+struct gpu_counts {
+    u64 calls;
+    u64 bytes;
+};
+
+#endif

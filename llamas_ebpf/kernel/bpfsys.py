@@ -1,0 +1,100 @@
+"""The bpf(2) syscall, for what BCC does not expose: feature probes that load a two-instruction
+program of a given type (so the answer is the kernel's own errno, not a guess from the config),
+BPF_ENABLE_STATS, and per-program run-time statistics.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import platform
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}
+BPF_PROG_LOAD = 5
+BPF_ENABLE_STATS = 32
+BPF_STATS_RUN_TIME = 0
+
+# enum bpf_prog_type / enum bpf_attach_type (UAPI)
+PROG_TYPES = {
+    "socket_filter": 1,
+    "kprobe": 2,
+    "tracepoint": 5,
+    "perf_event": 7,
+    "raw_tracepoint": 17,
+    "tracing": 26,
+    "lsm": 29,
+}
+BPF_TRACE_FENTRY = 24
+BPF_LSM_MAC = 27
+
+# r0 = 0; exit
+_RETURN_ZERO = struct.pack("<BBhi", 0xB7, 0, 0, 0) + struct.pack("<BBhi", 0x95, 0, 0, 0)
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _bpf(cmd: int, attr: ctypes.Array) -> int:
+    nr = _SYS_BPF.get(platform.machine())
+    if nr is None:
+        raise OSError(errno.ENOSYS, f"bpf(2) number unknown on {platform.machine()}")
+    _libc.syscall.restype = ctypes.c_long
+    rc = _libc.syscall(nr, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    if rc < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return rc
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    ok: bool
+    reason: str  # "" when ok, else the errno's name and text
+
+
+def try_load(prog_type: str, expected_attach_type: int = 0, attach_btf_id: int = 0) -> LoadResult:
+    """Load a program that returns 0 as `prog_type`, close it, and report what the kernel said."""
+    insns = ctypes.create_string_buffer(_RETURN_ZERO, len(_RETURN_ZERO))
+    license_text = ctypes.create_string_buffer(b"GPL")
+    attr = ctypes.create_string_buffer(144)
+    struct.pack_into("<II", attr, 0, PROG_TYPES[prog_type], len(_RETURN_ZERO) // 8)
+    struct.pack_into("<QQ", attr, 8, ctypes.addressof(insns), ctypes.addressof(license_text))
+    struct.pack_into("<I", attr, 68, expected_attach_type)
+    struct.pack_into("<I", attr, 108, attach_btf_id)
+    try:
+        fd = _bpf(BPF_PROG_LOAD, attr)
+    except OSError as exc:
+        name = errno.errorcode.get(exc.errno or 0, "E?")
+        return LoadResult(False, f"{name}: {exc.strerror}")
+    os.close(fd)
+    return LoadResult(True, "")
+
+
+def enable_stats() -> int:
+    """Turn on run-time accounting for every BPF program while the returned fd stays open."""
+    attr = ctypes.create_string_buffer(8)
+    struct.pack_into("<I", attr, 0, BPF_STATS_RUN_TIME)
+    return _bpf(BPF_ENABLE_STATS, attr)
+
+
+@dataclass(frozen=True)
+class ProgStats:
+    run_time_ns: int
+    run_cnt: int
+    recursion_misses: int
+
+
+def prog_stats(fd: int) -> ProgStats:
+    """Run time and count of a program, from /proc/self/fdinfo (as bpftop reads them)."""
+    fields = {}
+    for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return ProgStats(
+        run_time_ns=int(fields.get("run_time_ns", 0)),
+        run_cnt=int(fields.get("run_cnt", 0)),
+        recursion_misses=int(fields.get("recursion_misses", 0)),
+    )

@@ -1,0 +1,83 @@
+"""NUMA nodes from /sys/devices/system/node, and which physical pages each holds (/proc/zoneinfo).
+
+Every function takes `root`, which stands for `/`, so tests and `--sysfs-root` read fixture trees.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from llamas_ebpf.kernel import cpulist
+
+_NODE_DIR = re.compile(r"node(\d+)$")
+
+
+def node_root(root: Path) -> Path:
+    return root / "sys/devices/system/node"
+
+
+def node_ids(root: Path = Path("/")) -> list[int]:
+    base = node_root(root)
+    online = base / "online"
+    if online.exists():
+        return cpulist.parse(online.read_text())
+    if not base.is_dir():
+        return [0]
+    return sorted(int(m.group(1)) for p in base.iterdir() if (m := _NODE_DIR.match(p.name)))
+
+
+def node_cpus(node: int, root: Path = Path("/")) -> list[int]:
+    path = node_root(root) / f"node{node}" / "cpulist"
+    return cpulist.parse(path.read_text()) if path.exists() else []
+
+
+def cpu_to_node(root: Path = Path("/")) -> dict[int, int]:
+    mapping: dict[int, int] = {}
+    for node in node_ids(root):
+        for cpu in node_cpus(node, root):
+            mapping[cpu] = node
+    return mapping
+
+
+@dataclass(frozen=True)
+class PfnRange:
+    start: int  # first pfn
+    end: int  # one past the last pfn
+    node: int
+
+
+def pfn_ranges(root: Path = Path("/")) -> list[PfnRange]:
+    """Physical page ranges per node, from the zones in /proc/zoneinfo (start_pfn, spanned).
+
+    Zones span holes too, which memory blocks leave out; adjacent zones of one node merge.
+    """
+    zones: list[tuple[int, int, int]] = []  # (start, end, node)
+    node = start = spanned = None
+    for line in (root / "proc/zoneinfo").read_text().splitlines():
+        line = line.strip()
+        if line.startswith("Node "):
+            node, start, spanned = int(line.split()[1].rstrip(",")), None, None
+        elif line.startswith("spanned"):
+            spanned = int(line.split()[1])
+        elif line.startswith("start_pfn:"):
+            start = int(line.split()[1])
+            if node is not None and spanned:
+                zones.append((start, start + spanned, node))
+    ranges: list[PfnRange] = []
+    for first, end, owner in sorted(zones):
+        if ranges and ranges[-1].node == owner and ranges[-1].end >= first:
+            ranges[-1] = PfnRange(ranges[-1].start, max(end, ranges[-1].end), owner)
+        else:
+            ranges.append(PfnRange(first, end, owner))
+    return ranges
+
+
+def numastat(node: int, root: Path = Path("/")) -> dict[str, int]:
+    path = node_root(root) / f"node{node}" / "numastat"
+    result = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition(" ")
+        result[key] = int(value)
+    return result

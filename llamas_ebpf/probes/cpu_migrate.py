@@ -1,0 +1,61 @@
+"""Task migrations between CPUs, same-node and cross-node apart (bpf/cpu_migrate.c).
+
+The kernel side counts per thread (the moved thread is seldom current); threads are folded
+into their process here through /proc/TID/status, cached while the thread lives.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+from llamas_ebpf.kernel import procfs
+from llamas_ebpf.probes.base import (
+    HEALTH_PROC_INSERTS,
+    AttachMethod,
+    CounterMap,
+    HealthCounters,
+    Probe,
+    SnapshotBuilder,
+    compile_bpf,
+    needs_program,
+)
+
+
+class CpuMigrateProbe(Probe):
+    name = "cpu_migrate"
+    chain = (AttachMethod("tracepoint", needs_program("tracepoint", "sched:sched_migrate_task")),)
+
+    def start(self, method: str) -> None:
+        if not self.options.cpu_to_node:
+            raise RuntimeError("no CPU-to-node map in sysfs")
+        self.bpf = compile_bpf(self.options.bpf_dir, "cpu_migrate.c")
+        table = self.bpf["cpu_node"]
+        for cpu, node in self.options.cpu_to_node.items():
+            table[ctypes.c_int(cpu)] = ctypes.c_uint32(node + 1)  # 0 means unset
+        self.thread_map = CounterMap(self.bpf["thread_migrations"], owner=lambda k: k[0])
+        self.health_counters = HealthCounters(
+            self.bpf["health"], {HEALTH_PROC_INSERTS: self.thread_map}
+        )
+        self._tgids: dict[int, int] = {}
+
+    def _tgid(self, tid: int) -> int | None:
+        tgid = self._tgids.get(tid)
+        if tgid is None:
+            tgid = procfs.tgid_of(tid)
+            if tgid is not None:
+                self._tgids[tid] = tgid
+        return tgid
+
+    def collect(self, out: SnapshotBuilder) -> None:
+        seen = set()
+        for (tid,), (same, cross) in self.thread_map.read().items():
+            seen.add(tid)
+            tgid = self._tgid(tid)
+            if tgid is None:
+                continue  # the thread ended before we could learn its process
+            migrations = out.process(tgid).cpu_migrations
+            migrations.same_node += same
+            migrations.cross_node += cross
+        for tid in list(self._tgids):
+            if tid not in seen and not procfs.alive(tid):
+                del self._tgids[tid]

@@ -1,0 +1,52 @@
+"""Allocation NUMA misses per process and as a (CPU node, memory node) matrix
+(bpf/numa_alloc.c)."""
+
+from __future__ import annotations
+
+import ctypes
+
+from llamas_ebpf.probes.base import (
+    HEALTH_PROC_INSERTS,
+    AttachMethod,
+    CounterMap,
+    HealthCounters,
+    Probe,
+    SnapshotBuilder,
+    compile_bpf,
+    needs_program,
+)
+
+MAX_NODES = 16
+MAX_RANGES = 32
+
+
+class NumaAllocProbe(Probe):
+    name = "numa_alloc"
+    chain = (AttachMethod("tracepoint", needs_program("tracepoint", "kmem:mm_page_alloc")),)
+
+    def start(self, method: str) -> None:
+        ranges = self.options.pfn_ranges
+        if not ranges:
+            raise RuntimeError("no memory block ranges in sysfs to map pfns to nodes")
+        if len(ranges) > MAX_RANGES:
+            raise RuntimeError(f"{len(ranges)} pfn ranges, more than the {MAX_RANGES} the probe maps")
+        self.bpf = compile_bpf(self.options.bpf_dir, "numa_alloc.c")
+        table = self.bpf["node_ranges"]
+        for index, pfn_range in enumerate(ranges):
+            leaf = table.Leaf(pfn_range.start, pfn_range.end, pfn_range.node, 1)
+            table[ctypes.c_int(index)] = leaf
+        self.proc_map = CounterMap(self.bpf["proc_allocs"], owner=lambda k: k[0])
+        self.matrix_map = CounterMap(self.bpf["node_matrix"], owner=lambda k: 1)
+        self.health_counters = HealthCounters(self.bpf["health"], {HEALTH_PROC_INSERTS: self.proc_map})
+
+    def collect(self, out: SnapshotBuilder) -> None:
+        for (pid,), values in self.proc_map.read().items():
+            numa = out.process(pid).numa
+            numa.alloc_local += values[0]
+            numa.alloc_remote += values[1]
+            for node, pages in enumerate(values[2 : 2 + MAX_NODES]):
+                if pages:
+                    numa.alloc_pages_by_node[node] = numa.alloc_pages_by_node.get(node, 0) + pages
+        for (cell,), (pages,) in self.matrix_map.read().items():
+            key = divmod(cell, MAX_NODES)
+            out.alloc_matrix[key] = out.alloc_matrix.get(key, 0) + pages

@@ -1,0 +1,56 @@
+"""Access NUMA misses: NUMA-balancing hinting faults.
+
+fentry on task_numa_fault splits them per process and per (CPU node, memory node)
+(bpf/numa_hint_fentry.c). Where tracing programs do not load, the fallback counts the
+scheduler's NUMA placement decisions per process (bpf/numa_hint_sched.c) and takes the
+local/remote split from /proc/vmstat, host-wide only; per-process hint counts are then None.
+"""
+
+from __future__ import annotations
+
+from llamas_ebpf.probes.base import (
+    HEALTH_PROC_INSERTS,
+    AttachMethod,
+    CounterMap,
+    HealthCounters,
+    Probe,
+    SnapshotBuilder,
+    compile_bpf,
+    needs_program,
+)
+
+MAX_NODES = 16
+_SCHED_NUMA = ("sched:sched_move_numa", "sched:sched_swap_numa", "sched:sched_stick_numa")
+
+
+class NumaHintProbe(Probe):
+    name = "numa_hint"
+    chain = (
+        AttachMethod("fentry", needs_program("tracing")),
+        AttachMethod("tracepoint+vmstat", needs_program("tracepoint", *_SCHED_NUMA)),
+    )
+
+    def start(self, method: str) -> None:
+        if method == "fentry":
+            self.bpf = compile_bpf(self.options.bpf_dir, "numa_hint_fentry.c")
+            self.proc_map = CounterMap(self.bpf["proc_hints"], owner=lambda k: k[0])
+            self.matrix_map = CounterMap(self.bpf["node_matrix"], owner=lambda k: 1)
+        else:
+            self.bpf = compile_bpf(self.options.bpf_dir, "numa_hint_sched.c")
+            self.proc_map = CounterMap(self.bpf["proc_moves"], owner=lambda k: k[0])
+        self.health_counters = HealthCounters(self.bpf["health"], {HEALTH_PROC_INSERTS: self.proc_map})
+
+    def collect(self, out: SnapshotBuilder) -> None:
+        if self.method == "fentry":
+            for (pid,), (lf, rf, _lp, _rp, migrated) in self.proc_map.read().items():
+                numa = out.process(pid).numa
+                numa.hint_local = (numa.hint_local or 0) + lf
+                numa.hint_remote = (numa.hint_remote or 0) + rf
+                numa.hint_migrated_pages = (numa.hint_migrated_pages or 0) + migrated
+            for (cell,), (faults,) in self.matrix_map.read().items():
+                key = divmod(cell, MAX_NODES)
+                out.hint_matrix[key] = out.hint_matrix.get(key, 0) + faults
+        else:
+            for (pid,), (moves, swaps, sticks) in self.proc_map.read().items():
+                out.process(pid).numa.numa_task_moves += moves + swaps + sticks
+

@@ -1,0 +1,209 @@
+"""The Sensor: attaches every probe through its chain and turns their maps into one Snapshot per
+interval. Sensing only: it decides nothing and changes nothing but the probes it loads (and,
+while it runs, kernel.task_delayacct, which TaskStatsProbe puts back)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from pathlib import Path
+
+from llamas_ebpf.errors import LlamasError
+from llamas_ebpf.kernel import bpfsys, features, mounts, nodes, procfs
+from llamas_ebpf.probes.base import Probe, ProbeOptions, SnapshotBuilder, prog_stats
+from llamas_ebpf.probes.cpu_migrate import CpuMigrateProbe
+from llamas_ebpf.probes.cuda import CudaProbe
+from llamas_ebpf.probes.faults import FaultsProbe
+from llamas_ebpf.probes.gpu_fence import GpuFenceProbe
+from llamas_ebpf.probes.numa_alloc import NumaAllocProbe
+from llamas_ebpf.probes.numa_hint import NumaHintProbe
+from llamas_ebpf.probes.page_migrate import PageMigrateProbe
+from llamas_ebpf.probes.taskstats import TaskStatsProbe
+from llamas_ebpf.snapshot import NodeSample, PageMigrationTotals, ProbeHealth, Snapshot
+
+PROBES: tuple[type[Probe], ...] = (
+    FaultsProbe,
+    NumaAllocProbe,
+    NumaHintProbe,
+    PageMigrateProbe,
+    CpuMigrateProbe,
+    CudaProbe,
+    GpuFenceProbe,
+    TaskStatsProbe,  # last: it asks about the busiest processes the others found
+)
+VMSTAT_KEYS = (
+    "pgfault",
+    "numa_hit",
+    "numa_miss",
+    "numa_local",
+    "numa_other",
+    "numa_hint_faults",
+    "numa_hint_faults_local",
+    "numa_pages_migrated",
+    "pgmigrate_success",
+    "pgmigrate_fail",
+    "pgdemote_kswapd",
+    "pgpromote_success",
+)
+
+
+def require_bpf(caps: features.Capabilities) -> None:
+    """Refuse, in one line, where no probe could ever load."""
+    if not caps.root.available:
+        raise LlamasError(caps.root.reason)
+    if not caps.bpf.available:
+        raise LlamasError(f"BPF is not usable here: {caps.bpf.reason}")
+    if not caps.headers.available:
+        raise LlamasError(caps.headers.reason)
+
+
+def cgroup_id(path: Path) -> int:
+    """A cgroup v2 id is the inode number of its directory."""
+    full = path if path.is_absolute() else Path("/sys/fs/cgroup") / path
+    try:
+        return os.stat(full).st_ino
+    except OSError as exc:
+        raise LlamasError(f"cgroup {full}: {exc.strerror}") from None
+
+
+class Sensor:
+    def __init__(
+        self,
+        pids: list[int] | None = None,
+        cgroups: list[Path] | None = None,
+        cuda_lib: Path | None = None,
+        bpf_dir: Path | None = None,
+        bpf_stats: bool = True,
+        only: set[str] | None = None,
+    ) -> None:
+        from llamas_ebpf.paths import Paths
+
+        mounts.ensure_mounted() if os.geteuid() == 0 else None
+        self.caps = features.probe()
+        require_bpf(self.caps)
+        self.cpu_to_node = nodes.cpu_to_node()
+        self.node_ids = nodes.node_ids()
+        self.options = ProbeOptions(
+            bpf_dir=bpf_dir or Paths.from_env().bpf_dir,
+            pids=list(pids or []),
+            cgroup_ids=[cgroup_id(p) for p in cgroups or []],
+            cuda_lib=cuda_lib,
+            cpu_to_node=self.cpu_to_node,
+            pfn_ranges=nodes.pfn_ranges(),
+        )
+        self.probes: list[Probe] = []
+        self.health: dict[str, ProbeHealth] = {}
+        self._stats_fd = bpfsys.enable_stats() if bpf_stats else None
+        self._prog_prev: dict[str, tuple[int, int]] = {}
+        try:
+            for probe_class in PROBES:
+                if only is not None and probe_class.name not in only:
+                    continue
+                probe = probe_class(self.options)
+                self.health[probe.name] = probe.attach(self.caps)
+                if probe.method is not None:
+                    self.probes.append(probe)
+                    self._prog_prev[probe.name] = prog_stats(probe.program_fds())
+        except BaseException:
+            self.close()
+            raise
+        self._vmstat_prev = self._vmstat()
+        self._last = time.monotonic()
+
+    @staticmethod
+    def _vmstat() -> dict[str, int]:
+        stats = procfs.vmstat()
+        return {key: stats[key] for key in VMSTAT_KEYS if key in stats}
+
+    def _wanted(self, pid: int) -> bool:
+        if not self.options.filtered:
+            return True
+        if pid in self.options.pids:
+            return True
+        if self.options.cgroup_ids:
+            with contextlib.suppress(OSError):
+                line = Path(f"/proc/{pid}/cgroup").read_text().strip().splitlines()[0]
+                path = Path("/sys/fs/cgroup") / line.split("::", 1)[-1].lstrip("/")
+                return os.stat(path).st_ino in self.options.cgroup_ids
+        return False
+
+    def collect(self) -> Snapshot:
+        """Everything counted since the previous call (or since start)."""
+        out = SnapshotBuilder()
+        probe_health: dict[str, ProbeHealth] = {}
+        for probe in self.probes:
+            map_full, drops = probe.collect_with_health(out)
+            count, run_ns = prog_stats(probe.program_fds())
+            prev_count, prev_ns = self._prog_prev.get(probe.name, (0, 0))
+            self._prog_prev[probe.name] = (count, run_ns)
+            stats_on = self._stats_fd is not None and probe.bpf is not None
+            probe_health[probe.name] = self.health[probe.name].model_copy(
+                update={
+                    "events": count - prev_count if stats_on else None,
+                    "run_time_ns": run_ns - prev_ns if stats_on else None,
+                    "map_full": map_full,
+                    "drops": drops,
+                }
+            )
+        for name, health in self.health.items():
+            probe_health.setdefault(name, health)
+
+        now = time.monotonic()
+        interval = now - self._last
+        self._last = now
+        vm = self._vmstat()
+        system = {key: vm[key] - self._vmstat_prev.get(key, 0) for key in vm}
+        self._vmstat_prev = vm
+
+        processes = []
+        for pid, sample in out.processes.items():
+            if not self._wanted(pid):
+                continue
+            sample.comm = procfs.comm(pid) or out.comms.get(pid) or sample.comm or "?"
+            processes.append(sample)
+        processes.sort(key=lambda p: (-p.total_faults, p.pid))
+
+        node_samples = []
+        for node in self.node_ids:
+            node_samples.append(
+                NodeSample(
+                    id=node,
+                    cpus=sorted(c for c, n in self.cpu_to_node.items() if n == node),
+                    faults=out.node_faults.get(node, 0),
+                    alloc_pages=sum(p for (_c, m), p in out.alloc_matrix.items() if m == node),
+                    alloc_from_cpu_node={c: p for (c, m), p in out.alloc_matrix.items() if m == node},
+                    hint_faults_from_cpu_node={
+                        c: f for (c, m), f in out.hint_matrix.items() if m == node
+                    },
+                )
+            )
+        return Snapshot(
+            host=socket.gethostname(),
+            kernel=os.uname().release,
+            time=time.time(),
+            interval_s=round(interval, 3),
+            processes=processes,
+            nodes=node_samples,
+            page_migrations={
+                reason: PageMigrationTotals(succeeded=ok, failed=bad)
+                for reason, (ok, bad) in sorted(out.page_migrations.items())
+            },
+            system=system,
+            probes=probe_health,
+        )
+
+    def close(self) -> None:
+        for probe in self.probes:
+            probe.close()
+        self.probes = []
+        if self._stats_fd is not None:
+            os.close(self._stats_fd)
+            self._stats_fd = None
+
+    def __enter__(self) -> Sensor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

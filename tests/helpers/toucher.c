@@ -1,0 +1,37 @@
+/* A child for the host and lab tests: touches fresh private anonymous pages on command, so a
+ * test can bracket exactly that work. Written in C so the child itself faults on nothing else.
+ *
+ * stdin: "write N" / "read N" maps N new pages (THP off, so each is one 4 KiB fault) and
+ * touches each once; "exit" ends. After each command it prints "done". */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+int main(void)
+{
+    char command[32];
+    long count;
+    long page = sysconf(_SC_PAGESIZE);
+    volatile unsigned long sink = 0;
+    while (scanf("%31s", command) == 1 && strcmp(command, "exit") != 0) {
+        if (scanf("%ld", &count) != 1)
+            return 2;
+        char *area = mmap(NULL, count * page, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (area == MAP_FAILED)
+            return 3;
+        madvise(area, count * page, MADV_NOHUGEPAGE);
+        int write = strcmp(command, "write") == 0;
+        for (long i = 0; i < count; i++) {
+            if (write)
+                ((volatile char *)area)[i * page] = 1;
+            else
+                sink += ((volatile char *)area)[i * page];
+        }
+        printf("done\n");
+        fflush(stdout);
+    }
+    return (int)(sink & 0);
+}
