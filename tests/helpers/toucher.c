@@ -2,7 +2,10 @@
  * test can bracket exactly that work. Written in C so the child itself faults on nothing else.
  *
  * stdin: "write N" / "read N" maps N new pages (THP off, so each is one 4 KiB fault) and
- * touches each once; "exit" ends. After each command it prints "done". */
+ * touches each once, then prints "done ADDRESS" (the mapping's start, for move_pages);
+ * "spin SECONDS" re-reads every page mapped so far for that long, then prints "done";
+ * "exit" ends. */
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,12 +15,25 @@
 int main(void)
 {
     char command[32];
+    char *areas[64];
+    long sizes[64];
+    int nareas = 0;
     long count;
     long page = sysconf(_SC_PAGESIZE);
     volatile unsigned long sink = 0;
     while (scanf("%31s", command) == 1 && strcmp(command, "exit") != 0) {
         if (scanf("%ld", &count) != 1)
             return 2;
+        if (strcmp(command, "spin") == 0) {
+            time_t end = time(NULL) + count;
+            while (time(NULL) < end)
+                for (int a = 0; a < nareas; a++)
+                    for (long i = 0; i < sizes[a]; i++)
+                        sink += ((volatile char *)areas[a])[i * page];
+            printf("done\n");
+            fflush(stdout);
+            continue;
+        }
         char *area = mmap(NULL, count * page, PROT_READ | PROT_WRITE,
                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (area == MAP_FAILED)
@@ -30,7 +46,11 @@ int main(void)
             else
                 sink += ((volatile char *)area)[i * page];
         }
-        printf("done\n");
+        if (nareas < 64) {
+            areas[nareas] = area;
+            sizes[nareas++] = count;
+        }
+        printf("done %p\n", (void *)area);
         fflush(stdout);
     }
     return (int)(sink & 0);

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -9,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require
+from tests.conftest import require
+from tests.helpers.children import Toucher, build_helper
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,42 +27,9 @@ def _host_capable() -> None:
     require(caps.headers.available, caps.headers.reason)
 
 
-def build_helper(name: str, out: Path) -> Path:
-    """Compile tests/helpers/NAME.c into out/NAME."""
-    require(shutil.which("gcc") is not None, "gcc missing: run scripts/setup --test")
-    binary = out / name
-    subprocess.run(["gcc", "-O1", "-o", str(binary), str(ROOT / "tests/helpers" / f"{name}.c")],
-                   check=True)
-    return binary
-
-
 @pytest.fixture(scope="session")
 def toucher_binary(tmp_path_factory) -> Path:
     return build_helper("toucher", tmp_path_factory.mktemp("helpers"))
-
-
-class Toucher:
-    """A child that touches pages when told, so a test can bracket exactly that work."""
-
-    def __init__(self, binary: Path) -> None:
-        self.proc = subprocess.Popen(
-            [str(binary)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )
-        self.pid = self.proc.pid
-
-    def touch(self, mode: str, pages: int) -> None:
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(f"{mode} {pages}\n")
-        self.proc.stdin.flush()
-        assert self.proc.stdout.readline().strip() == "done"
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin
-            self.proc.stdin.write("exit\n")
-            self.proc.stdin.close()
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -63,7 +63,9 @@ def test_allocations_are_local_on_one_node(sensor, toucher):
     assert sample.numa.alloc_pages_by_node == {0: sample.numa.alloc_local}
     # numastat counts every allocation on the host in the window, ours among them
     assert numastat_local >= sample.numa.alloc_local * 0.98
-    assert snap.nodes[0].alloc_pages >= sample.numa.alloc_local
+    # the node matrix is read just after the per-process map: an allocation between the two
+    # reads lands in neighbouring intervals, hence the small allowance
+    assert snap.nodes[0].alloc_pages >= sample.numa.alloc_local * 0.99
     assert snap.probes["numa_alloc"].drops == 0
 
 

@@ -1,0 +1,48 @@
+"""Page placement syscalls (move_pages(2)) and where a process's pages are (/proc/PID/numa_maps)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+import re
+from pathlib import Path
+
+_SYS_MOVE_PAGES = {"x86_64": 279, "aarch64": 239}
+MPOL_MF_MOVE = 1 << 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_NODE_PAGES = re.compile(r"\bN(\d+)=(\d+)")
+
+
+def move_pages(pid: int, addresses: list[int], nodes: list[int] | None) -> list[int]:
+    """Move each page to its node (nodes=None: only ask where each page is).
+
+    Returns, per page, the node it is on afterwards, or a negative errno (-ENOENT: not present,
+    -EFAULT: not mapped, ...). Raises OSError when the call itself fails (e.g. ESRCH: the
+    process exited).
+    """
+    count = len(addresses)
+    if nodes is not None and len(nodes) != count:
+        raise ValueError("one node per address")
+    pages = (ctypes.c_void_p * count)(*addresses)
+    node_array = (ctypes.c_int * count)(*nodes) if nodes is not None else None
+    status = (ctypes.c_int * count)()
+    _libc.syscall.restype = ctypes.c_long
+    rc = _libc.syscall(
+        _SYS_MOVE_PAGES[platform.machine()], ctypes.c_int(pid), ctypes.c_ulong(count), pages,
+        node_array, status, ctypes.c_int(MPOL_MF_MOVE if nodes is not None else 0),
+    )
+    if rc < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"move_pages(pid {pid}): {os.strerror(err)}")
+    return list(status)
+
+
+def pages_per_node(pid: int, proc: Path = Path("/proc")) -> dict[int, int]:
+    """Resident pages of a process per node, summed over its mappings (numa_maps' Nx=count)."""
+    totals: dict[int, int] = {}
+    for line in (proc / str(pid) / "numa_maps").read_text().splitlines():
+        for node, pages in _NODE_PAGES.findall(line):
+            totals[int(node)] = totals.get(int(node), 0) + int(pages)
+    return totals

@@ -1,0 +1,175 @@
+"""The lab: a multi-node, tiered-memory Linux guest in QEMU (through virtme-ng), sharing this
+host's root filesystem read-only, so the project's venv and BCC work inside it.
+
+Topologies are described to the guest through ACPI HMAT, so the guest kernel builds its own
+memory tiers from latencies and bandwidths, as it would on real hardware.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from llamas_ebpf.errors import LlamasError
+
+STARTED = "@@llamas-lab-started@@"
+
+
+@dataclass(frozen=True)
+class Link:
+    """What an initiator (a node with CPUs) sees of a memory target."""
+
+    read_latency_ns: int
+    write_latency_ns: int
+    read_bandwidth_mbps: int
+    write_bandwidth_mbps: int
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    memory_mb: tuple[int, ...]  # per node
+    cpus: tuple[int | None, ...]  # per node: its one CPU, or None for a CPU-less node
+    links: dict[tuple[int, int], Link]  # (initiator, target) -> performance
+    split_read_write: bool  # describe reads and writes apart (else one access figure)
+
+    @property
+    def initiators(self) -> list[int]:
+        return [n for n, cpu in enumerate(self.cpus) if cpu is not None]
+
+
+def _links(local: Link, remote: Link, slow: Link | None, nodes: int) -> dict[tuple[int, int], Link]:
+    result = {}
+    for initiator in (0, 1):
+        for target in range(nodes):
+            if target == initiator:
+                result[initiator, target] = local
+            elif target in (0, 1):
+                result[initiator, target] = remote
+            else:
+                assert slow is not None
+                result[initiator, target] = slow
+    return result
+
+
+DRAM_LOCAL = Link(80, 80, 20000, 20000)
+DRAM_REMOTE = Link(140, 140, 10000, 10000)
+TOPOLOGIES = {
+    "tiered": Topology("tiered", (1024, 1024, 1024), (0, 1, None),
+                       _links(DRAM_LOCAL, DRAM_REMOTE, Link(300, 300, 5000, 5000), 3), False),
+    # reads nearly as fast as DRAM, writes five times slower: read-mostly data belongs here
+    "pmem": Topology("pmem", (1024, 1024, 1024), (0, 1, None),
+                     _links(DRAM_LOCAL, DRAM_REMOTE, Link(100, 500, 15000, 3000), 3), True),
+    "2socket": Topology("2socket", (1536, 1536), (0, 1), _links(DRAM_LOCAL, DRAM_REMOTE, None, 2), False),
+}
+
+
+def qemu_hmat_options(topology: Topology) -> list[str]:
+    options = ["-machine", "hmat=on"]
+    for (initiator, target), link in sorted(topology.links.items()):
+        entry = f"hmat-lb,initiator={initiator},target={target},hierarchy=memory"
+        if topology.split_read_write:
+            figures = [("read-latency", f"latency={link.read_latency_ns}"),
+                       ("write-latency", f"latency={link.write_latency_ns}"),
+                       ("read-bandwidth", f"bandwidth={link.read_bandwidth_mbps}M"),
+                       ("write-bandwidth", f"bandwidth={link.write_bandwidth_mbps}M")]
+        else:
+            figures = [("access-latency", f"latency={link.read_latency_ns}"),
+                       ("access-bandwidth", f"bandwidth={link.read_bandwidth_mbps}M")]
+        for data_type, value in figures:
+            options += ["-numa", f"{entry},data-type={data_type},{value}"]
+    return options
+
+
+def guest_kernel() -> Path:
+    """Debian's 6.12 kernel image (scripts/setup --lab installs it)."""
+    images = sorted(glob.glob("/boot/vmlinuz-6.12.*-amd64"))
+    if not images:
+        raise LlamasError("no /boot/vmlinuz-6.12.*-amd64: run scripts/setup --lab")
+    return Path(images[-1])
+
+
+def guest_script(project: Path, numa_balancing: int, command: list[str]) -> str:
+    """What runs inside the guest, as root: mounts, NUMA balancing mode, then the command."""
+    return " ; ".join([
+        "mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing",
+        "mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug",
+        "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf",
+        f"echo {numa_balancing} > /proc/sys/kernel/numa_balancing",
+        f"cd {shlex.quote(str(project))}",
+        f"export PATH={shlex.quote(str(project / '.venv/bin'))}:$PATH LLAMAS_LAB=1 PYTHONDONTWRITEBYTECODE=1",
+        f"echo {STARTED}",
+        f"exec {shlex.join(command)}",
+    ])
+
+
+def vng_command(topology: Topology, project: Path, script: str, kvm: bool) -> list[str]:
+    command = [str(project / ".venv/bin/vng"), "--run", str(guest_kernel()),
+               "--cpus", str(len(topology.initiators)),
+               "--memory", f"{sum(topology.memory_mb)}M"]
+    if not kvm:
+        command.append("--disable-kvm")
+    for node, memory in enumerate(topology.memory_mb):
+        cpu = topology.cpus[node]
+        command += ["--numa", f"{memory}M" + (f",cpus={cpu}" if cpu is not None else "")]
+    command += [f"--qemu-opts={shlex.join(qemu_hmat_options(topology))}",
+                "--rwdir", str(project / ".lab"), "--cwd", str(project), "--exec", script]
+    return command
+
+
+def kvm_works(project: Path) -> bool:
+    """Whether a KVM guest boots here; asked once per host boot and remembered in .lab/."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    verdict = project / ".lab" / f"kvm-{boot_id}"
+    if verdict.exists():
+        return verdict.read_text() == "yes"
+    probe = [str(project / ".venv/bin/vng"), "--run", str(guest_kernel()), "--cpus", "1",
+             "--memory", "512M", "--exec", "echo llamas-kvm-ok"]
+    try:
+        result = subprocess.run(probe, capture_output=True, text=True, timeout=120, env=_env(project))
+        works = result.returncode == 0 and "llamas-kvm-ok" in result.stdout
+    except subprocess.TimeoutExpired:
+        works = False
+    verdict.write_text("yes" if works else "no")
+    return works
+
+
+def _env(project: Path) -> dict[str, str]:
+    # vng runs its helpers (virtme-run) by name
+    return {**os.environ, "PATH": f"{project / '.venv/bin'}:{os.environ.get('PATH', '')}"}
+
+
+def run(topology_name: str, numa_balancing: int, command: list[str], project: Path,
+        timeout_s: float = 900) -> int:
+    """Boot, run `command` as root in the project directory, stream its output; its exit status."""
+    topology = TOPOLOGIES[topology_name]
+    (project / ".lab").mkdir(exist_ok=True)
+    kvm = kvm_works(project)
+    argv = vng_command(topology, project, guest_script(project, numa_balancing, command), kvm)
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_env(project))
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if line.strip() == STARTED:
+                print(f"lab: {topology_name} guest booted in {time.monotonic() - started:.1f}s "
+                      f"({'KVM' if kvm else 'TCG'})", file=sys.stderr, flush=True)
+                continue
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if time.monotonic() - started > timeout_s:
+                raise subprocess.TimeoutExpired(argv, timeout_s)
+        return proc.wait(timeout=max(timeout_s - (time.monotonic() - started), 1))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        print(f"lab: the guest ran past {timeout_s:.0f}s and was stopped", file=sys.stderr)
+        return 124

@@ -1,0 +1,92 @@
+"""The foundation's telemetry on a real multi-node kernel (the `tiered` lab topology)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from llamas_ebpf.kernel import mempolicy, procfs
+from llamas_ebpf.sense import Sensor
+from tests.guest.conftest import set_numa_balancing
+
+PAGES = 4000
+PAGE = 4096
+
+
+@pytest.fixture(scope="module")
+def sensor(topology):
+    assert topology.name == "tiered", "tests/lab runs this file on the tiered boot only"
+    set_numa_balancing(0)  # only what the test does moves pages
+    with Sensor(only={"faults", "numa_alloc", "numa_hint", "page_migrate"}) as s:
+        yield s
+
+
+def test_remote_allocation_attributed_to_node1(sensor, spawn):
+    child = spawn("--cpunodebind=0", "--membind=1")
+    sensor.collect()
+    child.touch("write", PAGES)
+    sample = sensor.collect().process(child.pid)
+    assert sample is not None
+    assert PAGES <= sample.numa.alloc_remote <= PAGES * 1.05 + 50, sample.numa
+    assert sample.numa.alloc_local <= 0.05 * PAGES
+    assert sample.numa.alloc_pages_by_node.get(1, 0) >= PAGES
+    assert mempolicy.pages_per_node(child.pid).get(1, 0) >= PAGES
+
+
+def test_move_pages_counted_by_migrate_tracepoint(sensor, spawn):
+    child = spawn("--cpunodebind=0", "--preferred=1")
+    start = child.touch("write", PAGES)
+    addresses = [start + i * PAGE for i in range(PAGES)]
+    assert all(node == 1 for node in mempolicy.move_pages(child.pid, addresses, None))
+    sensor.collect()
+    status = mempolicy.move_pages(child.pid, addresses, [0] * PAGES)
+    snap = sensor.collect()
+    assert sum(1 for node in status if node == 0) == PAGES
+    assert mempolicy.pages_per_node(child.pid).get(0, 0) >= PAGES
+    me = snap.process(os.getpid())
+    assert me is not None and me.page_migrations.get("syscall_or_cpuset", 0) >= PAGES
+    assert snap.page_migrations["syscall_or_cpuset"].succeeded >= PAGES
+
+
+def test_hint_faults_through_fentry_agree_with_vmstat(sensor, spawn):
+    assert sensor.health["numa_hint"].method == "fentry", sensor.health["numa_hint"].reason
+    child = spawn("--cpunodebind=1")
+    child.touch("write", PAGES)  # memory on node1, where it runs
+    child.command("spin 1")
+    os.sched_setaffinity(child.pid, {0})  # now it runs on node0, its memory is remote
+    scan = "/sys/kernel/debug/sched/numa_balancing/"
+    for name, value in (("scan_delay_ms", "0"), ("scan_period_min_ms", "100"), ("scan_size_mb", "256")):
+        with open(scan + name, "w") as knob:
+            knob.write(value)
+    set_numa_balancing(1)
+    try:
+        sensor.collect()
+        before = procfs.vmstat()
+        child.command("spin 8")
+        after = procfs.vmstat()
+        snap = sensor.collect()
+    finally:
+        set_numa_balancing(0)
+    vm_total = after["numa_hint_faults"] - before["numa_hint_faults"]
+    vm_local = after["numa_hint_faults_local"] - before["numa_hint_faults_local"]
+    ours_local = sum(p.numa.hint_local or 0 for p in snap.processes)
+    ours_remote = sum(p.numa.hint_remote or 0 for p in snap.processes)
+    assert vm_total > 100, "NUMA balancing produced too few hinting faults to compare"
+    child_sample = snap.process(child.pid)
+    assert child_sample is not None and (child_sample.numa.hint_remote or 0) > 0
+    # same events, read by two methods a few microseconds apart
+    assert abs((ours_local + ours_remote) - vm_total) <= 0.05 * vm_total + 20
+    assert abs(ours_local - vm_local) <= 0.05 * vm_total + 20
+
+
+def test_doctor_reports_fentry_and_lsm_available():
+    result = subprocess.run(["llamas", "doctor", "--json"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    types = report["capabilities"]["program_types"]
+    assert types["tracing"]["available"] and types["lsm"]["available"]
+    assert report["probes"]["numa_hint"]["method"] == "fentry"
+    assert report["probes"]["numa_hint"]["status"] == "ok"

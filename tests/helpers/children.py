@@ -1,0 +1,48 @@
+"""Child processes the host and lab tests drive: built from tests/helpers/*.c."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.conftest import ROOT, require
+
+
+def build_helper(name: str, out: Path) -> Path:
+    """Compile tests/helpers/NAME.c into out/NAME."""
+    require(shutil.which("gcc") is not None, "gcc missing: run scripts/setup --test")
+    binary = out / name
+    subprocess.run(["gcc", "-O1", "-o", str(binary), str(ROOT / "tests/helpers" / f"{name}.c")],
+                   check=True)
+    return binary
+
+
+class Toucher:
+    """A child that touches pages when told, so a test can bracket exactly that work."""
+
+    def __init__(self, binary: Path, prefix: tuple[str, ...] = ()) -> None:
+        self.proc = subprocess.Popen(
+            [*prefix, str(binary)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        self.pid = self.proc.pid
+
+    def command(self, text: str) -> list[str]:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline().split()
+        assert reply and reply[0] == "done", reply
+        return reply[1:]
+
+    def touch(self, mode: str, pages: int) -> int:
+        """Touch `pages` new pages; the address of the first."""
+        return int(self.command(f"{mode} {pages}")[0], 16)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin
+            self.proc.stdin.write("exit\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
