@@ -63,11 +63,12 @@ def test_hint_faults_through_fentry_agree_with_vmstat(sensor, spawn):
             knob.write(value)
     set_numa_balancing(1)
     try:
-        sensor.collect()
+        # vmstat brackets the probe's window, so every fault the probe counts is in vmstat's
         before = procfs.vmstat()
+        sensor.collect()
         child.command("spin 8")
-        after = procfs.vmstat()
         snap = sensor.collect()
+        after = procfs.vmstat()
     finally:
         set_numa_balancing(0)
     vm_total = after["numa_hint_faults"] - before["numa_hint_faults"]
@@ -77,9 +78,11 @@ def test_hint_faults_through_fentry_agree_with_vmstat(sensor, spawn):
     assert vm_total > 100, "NUMA balancing produced too few hinting faults to compare"
     child_sample = snap.process(child.pid)
     assert child_sample is not None and (child_sample.numa.hint_remote or 0) > 0
-    # same events, read by two methods a few microseconds apart
-    assert abs((ours_local + ours_remote) - vm_total) <= 0.05 * vm_total + 20
-    assert abs(ours_local - vm_local) <= 0.05 * vm_total + 20
+    ours_total = ours_local + ours_remote
+    # the same events: never more than the kernel counted around the window; less only by what
+    # other tasks faulted while the sensor read its maps (slow under TCG)
+    assert 0.9 * vm_total <= ours_total <= vm_total, (ours_local, ours_remote, vm_local, vm_total)
+    assert abs(ours_local / ours_total - vm_local / vm_total) <= 0.05
 
 
 def test_doctor_reports_fentry_and_lsm_available():
