@@ -57,15 +57,21 @@ def main() -> None:
             events += sum(p.events or 0 for p in snap.probes.values())
             run_ns += sum(p.run_time_ns or 0 for p in snap.probes.values())
             lost += sum(p.map_full + p.drops for p in snap.probes.values())
-            per_probe = {n: round((p.run_time_ns or 0) / p.events, 1) for n, p in snap.probes.items() if p.events}
+            per_probe = {
+                n: round((p.run_time_ns or 0) / p.events, 1) for n, p in snap.probes.items() if p.events
+            }
     faults = args.threads * args.mib * 256
+
+    def slowdown(runs: list[float]) -> float:
+        return round(100 * (statistics.median(runs) / statistics.median(bare) - 1), 2)
+
     result = {
         "faults_per_run": faults,
         "bare_s_median": round(statistics.median(bare), 4),
         "probed_s_median": round(statistics.median(probed), 4),
         "probed_with_stats_s_median": round(statistics.median(with_stats), 4),
-        "slowdown_pct": round(100 * (statistics.median(probed) / statistics.median(bare) - 1), 2),
-        "slowdown_with_stats_pct": round(100 * (statistics.median(with_stats) / statistics.median(bare) - 1), 2),
+        "slowdown_pct": slowdown(probed),
+        "slowdown_with_stats_pct": slowdown(with_stats),
         "bpf_ns_per_event": round(run_ns / events, 1) if events else None,
         "bpf_ns_per_event_by_probe_last_round": per_probe,
         "bpf_events_per_s": round(events / sum(with_stats)),

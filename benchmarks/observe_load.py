@@ -46,7 +46,8 @@ def main() -> None:
     try:
         llamas = Path(sys.executable).parent / "llamas"
         started = time.monotonic()
-        observer = subprocess.Popen([str(llamas), "observe", "--json", "1"], stdout=subprocess.PIPE, text=True)
+        observer = subprocess.Popen([str(llamas), "observe", "--json", "1"], stdout=subprocess.PIPE,
+                                    text=True)
         assert observer.stdout is not None
         observer.stdout.readline()
         ready = time.monotonic()

@@ -99,6 +99,10 @@ def observe(
         Path | None, typer.Option("--save", help="Append each snapshot to FILE as a JSON line.")
     ] = None,
     top: Annotated[int, typer.Option("--top", help="Rows per interval in the table (0: all).")] = 20,
+    bpf_stats: Annotated[
+        bool,
+        typer.Option("--bpf-stats", help="Measure BPF run time per event (BPF_ENABLE_STATS; adds cost)."),
+    ] = False,
 ) -> None:
     """Show what the probes count, per process and per interval."""
     from llamas_ebpf.faces.observe import render
@@ -110,7 +114,7 @@ def observe(
     if count is not None and count < 1:
         raise LlamasError("count must be at least 1")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with Sensor(pids=pid, cgroups=cgroup, cuda_lib=cuda_lib) as sensor:
+    with Sensor(pids=pid, cgroups=cgroup, cuda_lib=cuda_lib, bpf_stats=bpf_stats) as sensor:
         if not json_out:
             print(f"Tracing faults, NUMA misses, migrations, GPU calls every {interval:g}s. Ctrl-C to end.",
                   file=sys.stderr)

@@ -75,7 +75,7 @@ class Sensor:
         cgroups: list[Path] | None = None,
         cuda_lib: Path | None = None,
         bpf_dir: Path | None = None,
-        bpf_stats: bool = True,
+        bpf_stats: bool = False,
         only: set[str] | None = None,
     ) -> None:
         from llamas_ebpf.paths import Paths
@@ -161,7 +161,8 @@ class Sensor:
         for pid, sample in out.processes.items():
             if not self._wanted(pid):
                 continue
-            sample.comm = procfs.comm(pid) or out.comms.get(pid) or sample.comm or "?"
+            # the BPF side records comm at first sight and again at exec; /proc only for the rest
+            sample.comm = out.comms.get(pid) or procfs.comm(pid) or "?"
             processes.append(sample)
         processes.sort(key=lambda p: (-p.total_faults, p.pid))
 

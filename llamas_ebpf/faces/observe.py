@@ -22,11 +22,12 @@ def render(snap: Snapshot, top: int | None) -> str:
     events = sum(p.events or 0 for p in snap.probes.values())
     run_ns = sum(p.run_time_ns or 0 for p in snap.probes.values())
     lost = sum(p.map_full + p.drops for p in snap.probes.values())
-    cost = f"{run_ns / events:.0f} ns/event" if events else "- ns/event"
+    stats = any(p.events is not None for p in snap.probes.values())
     rate = events / snap.interval_s if snap.interval_s else 0
+    cost = f"  bpf events/s {rate:.0f}  {run_ns / events:.0f} ns/event" if stats and events else ""
     lines = [
-        f"{time.strftime('%H:%M:%S', time.localtime(snap.time))}  interval {snap.interval_s:.2f}s  "
-        f"bpf events/s {rate:.0f}  {cost}  lost {lost}",
+        f"{time.strftime('%H:%M:%S', time.localtime(snap.time))}  interval {snap.interval_s:.2f}s{cost}  "
+        f"lost {lost}",
         HEADER,
     ]
     rows = snap.processes if top is None else snap.processes[:top]

@@ -41,13 +41,14 @@ def test_doctor_json_is_truthful():
 
 def test_observe_json_lines(tmp_path):
     saved = tmp_path / "snaps.jsonl"
-    result = llamas("observe", "--json", "--save", str(saved), "0.5", "2")
+    result = llamas("observe", "--json", "--bpf-stats", "--save", str(saved), "0.5", "2")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 2
     for line in lines:
         snap = json.loads(line)
         assert snap["processes"], "a busy host has faulting processes"
+        assert snap["probes"]["faults"]["events"] is not None  # --bpf-stats
         for proc in snap["processes"]:
             assert {"pid", "comm", "faults", "numa", "cpu_migrations", "gpu"} <= set(proc)
             assert set(proc["faults"]) == {"user", "kernel", "read", "write"}

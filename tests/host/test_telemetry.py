@@ -15,7 +15,7 @@ PAGES = 20000
 
 @pytest.fixture(scope="module")
 def sensor():
-    with Sensor(only={"faults", "numa_alloc", "cpu_migrate", "page_migrate"}) as s:
+    with Sensor(only={"faults", "numa_alloc", "cpu_migrate", "page_migrate"}, bpf_stats=True) as s:
         yield s
 
 
