@@ -1,7 +1,7 @@
 /* cuda.c: GPU driver calls and bytes per process, from uprobes on the CUDA driver library
- * (libcuda.so.1). One handler per kind of call; Python attaches each to the exported symbols
- * of that kind (e.g. cuMemcpyHtoD_v2 and cuMemcpyHtoDAsync_v2 share HtoD accounting but keep
- * their own event index, passed by cookie-free means: one handler per symbol index below).
+ * (libcuda.so.1). Python gives every probed symbol an event index and a handler kind, and
+ * -DCUDA_HANDLERS expands to one handler per present symbol (e.g. ARG3(5) for cuMemcpyHtoD_v2),
+ * so each symbol keeps its own calls and bytes.
  *
  * The byte count is a plain integer argument of the driver API (never a struct):
  *   cuMemAlloc_v2(dptr*, bytesize)                     -> arg 2

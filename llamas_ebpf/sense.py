@@ -80,7 +80,8 @@ class Sensor:
     ) -> None:
         from llamas_ebpf.paths import Paths
 
-        mounts.ensure_mounted() if os.geteuid() == 0 else None
+        if os.geteuid() == 0:
+            mounts.ensure_mounted()
         self.caps = features.probe()
         require_bpf(self.caps)
         self.cpu_to_node = nodes.cpu_to_node()
