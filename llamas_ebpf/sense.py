@@ -12,6 +12,7 @@ from pathlib import Path
 
 from llamas_ebpf.errors import LlamasError
 from llamas_ebpf.kernel import bpfsys, features, mounts, nodes, procfs
+from llamas_ebpf.paths import Paths
 from llamas_ebpf.probes.base import Probe, ProbeOptions, SnapshotBuilder, prog_stats
 from llamas_ebpf.probes.cpu_migrate import CpuMigrateProbe
 from llamas_ebpf.probes.cuda import CudaProbe
@@ -78,8 +79,6 @@ class Sensor:
         bpf_stats: bool = False,
         only: set[str] | None = None,
     ) -> None:
-        from llamas_ebpf.paths import Paths
-
         if os.geteuid() == 0:
             mounts.ensure_mounted()
         self.caps = features.probe()

@@ -23,9 +23,12 @@ from llamas_ebpf.kernel.features import Capabilities
 from llamas_ebpf.kernel.nodes import PfnRange
 from llamas_ebpf.snapshot import ProbeHealth, ProcessSample
 
-# Slots of the per-program `health` array (bpf/llamas.h).
+# bpf/llamas.h, mirrored: the limits and the slots of each program's `health` array.
+MAX_NODES = 16  # LLAMAS_MAX_NODES
+REGION_SHIFT = 21  # LLAMAS_REGION_SHIFT: 2 MiB regions
+HEALTH_SLOTS = 5
 HEALTH_PROC_INSERTS, HEALTH_PROC_FULL, HEALTH_REGION_INSERTS, HEALTH_REGION_FULL, HEALTH_DROPS = (
-    range(5)
+    range(HEALTH_SLOTS)
 )
 
 
@@ -273,6 +276,10 @@ class CounterMap:
         self.live = len(current)
         return deltas
 
+    def live_keys(self) -> set[tuple[int, ...]]:
+        """The keys of the last read, owners alive (dead ones were deleted by it)."""
+        return set(self._prev)
+
 
 class HealthCounters:
     """The per-program `health` array: map-full and drop deltas per interval."""
@@ -284,7 +291,7 @@ class HealthCounters:
         self._prev_drops = 0
 
     def totals(self) -> list[int]:
-        return [sum(self.table[ctypes.c_int(slot)]) for slot in range(5)]
+        return [sum(self.table[ctypes.c_int(slot)]) for slot in range(HEALTH_SLOTS)]
 
     def read(self, totals: list[int]) -> tuple[int, int]:
         """Deltas, given totals read before the maps were."""

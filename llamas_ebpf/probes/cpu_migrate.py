@@ -47,15 +47,13 @@ class CpuMigrateProbe(Probe):
         return tgid
 
     def collect(self, out: SnapshotBuilder) -> None:
-        seen = set()
         for (tid,), (same, cross) in self.thread_map.read().items():
-            seen.add(tid)
             tgid = self._tgid(tid)
             if tgid is None:
                 continue  # the thread ended before we could learn its process
             migrations = out.process(tgid).cpu_migrations
             migrations.same_node += same
             migrations.cross_node += cross
-        for tid in list(self._tgids):
-            if tid not in seen and not procfs.alive(tid):
-                del self._tgids[tid]
+        # the map read deleted the keys of threads that ended; forget those threads too
+        live = self.thread_map.live_keys()
+        self._tgids = {tid: tgid for tid, tgid in self._tgids.items() if (tid,) in live}

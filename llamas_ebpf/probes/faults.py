@@ -8,6 +8,7 @@ import ctypes
 from llamas_ebpf.probes.base import (
     HEALTH_PROC_INSERTS,
     HEALTH_REGION_INSERTS,
+    REGION_SHIFT,
     AttachMethod,
     CounterMap,
     HealthCounters,
@@ -19,7 +20,6 @@ from llamas_ebpf.probes.base import (
 from llamas_ebpf.snapshot import Region
 
 _TRACEPOINTS = ("exceptions:page_fault_user", "exceptions:page_fault_kernel")
-REGION_SHIFT = 21
 
 
 class FaultsProbe(Probe):

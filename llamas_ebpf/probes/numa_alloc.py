@@ -7,6 +7,7 @@ import ctypes
 
 from llamas_ebpf.probes.base import (
     HEALTH_PROC_INSERTS,
+    MAX_NODES,
     AttachMethod,
     CounterMap,
     HealthCounters,
@@ -16,7 +17,6 @@ from llamas_ebpf.probes.base import (
     needs_program,
 )
 
-MAX_NODES = 16
 MAX_RANGES = 32
 
 

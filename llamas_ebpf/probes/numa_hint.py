@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from llamas_ebpf.probes.base import (
     HEALTH_PROC_INSERTS,
+    MAX_NODES,
     AttachMethod,
     CounterMap,
     HealthCounters,
@@ -19,7 +20,6 @@ from llamas_ebpf.probes.base import (
     needs_program,
 )
 
-MAX_NODES = 16
 _SCHED_NUMA = ("sched:sched_move_numa", "sched:sched_swap_numa", "sched:sched_stick_numa")
 
 
