@@ -5,6 +5,7 @@ while it runs, kernel.task_delayacct, which TaskStatsProbe puts back)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
 import time
@@ -139,13 +140,12 @@ class Sensor:
             prev_count, prev_ns = self._prog_prev.get(probe.name, (0, 0))
             self._prog_prev[probe.name] = (count, run_ns)
             stats_on = self._stats_fd is not None and probe.bpf is not None
-            probe_health[probe.name] = self.health[probe.name].model_copy(
-                update={
-                    "events": count - prev_count if stats_on else None,
-                    "run_time_ns": run_ns - prev_ns if stats_on else None,
-                    "map_full": map_full,
-                    "drops": drops,
-                }
+            probe_health[probe.name] = dataclasses.replace(
+                self.health[probe.name],
+                events=count - prev_count if stats_on else None,
+                run_time_ns=run_ns - prev_ns if stats_on else None,
+                map_full=map_full,
+                drops=drops,
             )
         for name, health in self.health.items():
             probe_health.setdefault(name, health)

@@ -2,37 +2,46 @@
 
 Every face reads this one model: `observe` prints it, `--save` writes it as JSON lines, later
 commands load it back, and the advisors summarise it. Counts are for the interval, not totals.
+
+The classes are slotted stdlib dataclasses, because the probes update them on the hot path of
+every collect (a thousand processes a second); pydantic validates and serialises them at the
+edges (from_json/to_json), refusing unknown fields.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from llamas_ebpf.errors import LlamasError
 
 SCHEMA = "llamas.snapshot/v1"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_STRICT = ConfigDict(extra="forbid")
+model = dataclass(slots=True)
 
 
-class FaultCounts(_Model):
+@model
+class FaultCounts:
+    __pydantic_config__ = _STRICT
     user: int = 0
     kernel: int = 0
     read: int = 0
     write: int = 0
 
 
-class NumaCounts(_Model):
+@model
+class NumaCounts:
+    __pydantic_config__ = _STRICT
     alloc_local: int = 0  # pages allocated on the node of the CPU the task ran on
     alloc_remote: int = 0
-    alloc_pages_by_node: dict[int, int] = Field(default_factory=dict)
+    alloc_pages_by_node: dict[int, int] = field(default_factory=dict)
     # hinting faults; None where the attach method in use cannot split them per process
     hint_local: int | None = None
     hint_remote: int | None = None
@@ -40,23 +49,31 @@ class NumaCounts(_Model):
     numa_task_moves: int = 0  # scheduler NUMA placement moves/swaps/sticks (fallback method)
 
 
-class CpuMigrations(_Model):
+@model
+class CpuMigrations:
+    __pydantic_config__ = _STRICT
     same_node: int = 0
     cross_node: int = 0
 
 
-class GpuCounts(_Model):
-    calls: dict[str, int] = Field(default_factory=dict)  # CUDA symbol or DRM event -> calls
-    bytes: dict[str, int] = Field(default_factory=dict)  # CUDA symbol -> bytes
+@model
+class GpuCounts:
+    __pydantic_config__ = _STRICT
+    calls: dict[str, int] = field(default_factory=dict)  # CUDA symbol or DRM event -> calls
+    bytes: dict[str, int] = field(default_factory=dict)  # CUDA symbol -> bytes
 
 
-class Region(_Model):
+@model
+class Region:
+    __pydantic_config__ = _STRICT
     start: int  # virtual address of the 2 MiB region
     reads: int = 0
     writes: int = 0
 
 
-class Delays(_Model):
+@model
+class Delays:
+    __pydantic_config__ = _STRICT
     """Delay accounting (taskstats), nanoseconds spent waiting in the interval."""
 
     cpu_ns: int = 0
@@ -67,37 +84,45 @@ class Delays(_Model):
     compaction_ns: int = 0
 
 
-class ProcessSample(_Model):
+@model
+class ProcessSample:
+    __pydantic_config__ = _STRICT
     pid: int
     comm: str
-    faults: FaultCounts = Field(default_factory=FaultCounts)
-    numa: NumaCounts = Field(default_factory=NumaCounts)
-    cpu_migrations: CpuMigrations = Field(default_factory=CpuMigrations)
-    gpu: GpuCounts = Field(default_factory=GpuCounts)
-    page_migrations: dict[str, int] = Field(default_factory=dict)  # reason -> pages moved
+    faults: FaultCounts = field(default_factory=FaultCounts)
+    numa: NumaCounts = field(default_factory=NumaCounts)
+    cpu_migrations: CpuMigrations = field(default_factory=CpuMigrations)
+    gpu: GpuCounts = field(default_factory=GpuCounts)
+    page_migrations: dict[str, int] = field(default_factory=dict)  # reason -> pages moved
     delays: Delays | None = None
-    regions: list[Region] = Field(default_factory=list)
+    regions: list[Region] = field(default_factory=list)
 
     @property
     def total_faults(self) -> int:
         return self.faults.user + self.faults.kernel
 
 
-class NodeSample(_Model):
+@model
+class NodeSample:
+    __pydantic_config__ = _STRICT
     id: int
-    cpus: list[int] = Field(default_factory=list)
+    cpus: list[int] = field(default_factory=list)
     faults: int = 0  # faults taken on this node's CPUs
     alloc_pages: int = 0  # pages allocated from this node's memory
-    alloc_from_cpu_node: dict[int, int] = Field(default_factory=dict)  # CPU node -> pages
-    hint_faults_from_cpu_node: dict[int, int] = Field(default_factory=dict)
+    alloc_from_cpu_node: dict[int, int] = field(default_factory=dict)  # CPU node -> pages
+    hint_faults_from_cpu_node: dict[int, int] = field(default_factory=dict)
 
 
-class PageMigrationTotals(_Model):
+@model
+class PageMigrationTotals:
+    __pydantic_config__ = _STRICT
     succeeded: int = 0
     failed: int = 0
 
 
-class ProbeHealth(_Model):
+@model
+class ProbeHealth:
+    __pydantic_config__ = _STRICT
     name: str
     method: str | None  # the attach method in use, None when unavailable
     status: Literal["ok", "fallback", "unavailable"]
@@ -108,29 +133,32 @@ class ProbeHealth(_Model):
     drops: int = 0  # events that could not be counted for any other reason
 
 
-class Snapshot(_Model):
-    schema_: Literal["llamas.snapshot/v1"] = Field(default=SCHEMA, alias="schema")
+@dataclass(slots=True, kw_only=True)
+class Snapshot:
+    __pydantic_config__ = _STRICT
+    schema: Literal["llamas.snapshot/v1"] = SCHEMA
     host: str
     kernel: str
     time: float  # end of the interval, seconds since the epoch
     interval_s: float
-    processes: list[ProcessSample] = Field(default_factory=list)
-    nodes: list[NodeSample] = Field(default_factory=list)
-    page_migrations: dict[str, PageMigrationTotals] = Field(default_factory=dict)
-    system: dict[str, int] = Field(default_factory=dict)  # /proc/vmstat deltas of interest
-    probes: dict[str, ProbeHealth] = Field(default_factory=dict)
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    processes: list[ProcessSample] = field(default_factory=list)
+    nodes: list[NodeSample] = field(default_factory=list)
+    page_migrations: dict[str, PageMigrationTotals] = field(default_factory=dict)
+    system: dict[str, int] = field(default_factory=dict)  # /proc/vmstat deltas of interest
+    probes: dict[str, ProbeHealth] = field(default_factory=dict)
 
     def process(self, pid: int) -> ProcessSample | None:
         return next((p for p in self.processes if p.pid == pid), None)
 
     def to_json(self) -> str:
-        return self.model_dump_json(by_alias=True)
+        return _ADAPTER.dump_json(self).decode()
 
     @classmethod
     def from_json(cls, text: str) -> Snapshot:
-        return cls.model_validate_json(text)
+        return _ADAPTER.validate_json(text)
+
+
+_ADAPTER = TypeAdapter(Snapshot)
 
 
 def save(snapshots: list[Snapshot], path: Path) -> None:

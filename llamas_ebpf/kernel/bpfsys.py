@@ -98,3 +98,52 @@ def prog_stats(fd: int) -> ProgStats:
         run_cnt=int(fields.get("run_cnt", 0)),
         recursion_misses=int(fields.get("recursion_misses", 0)),
     )
+
+
+BPF_MAP_LOOKUP_BATCH = 24
+
+
+def possible_cpus(path: Path = Path("/sys/devices/system/cpu/possible")) -> int:
+    """How many value copies a per-CPU map holds (the kernel sizes them by possible CPUs)."""
+    from llamas_ebpf.kernel import cpulist
+
+    return max(cpulist.parse(path.read_text())) + 1
+
+
+def lookup_batch(map_fd: int, key_size: int, value_size: int, max_entries: int) -> tuple[bytes, bytes, int]:
+    """Every (key, value) of a map in as few bpf(2) calls as possible (BPF_MAP_LOOKUP_BATCH).
+
+    `value_size` is the size of one element's value as the syscall returns it (for a per-CPU
+    map, the per-CPU size rounded up to 8, times the possible CPUs). Returns the keys and values
+    packed back to back, and how many there are. Raises OSError where the map type or kernel has
+    no batch operations (EINVAL, ENOTSUPP), so the caller can iterate instead.
+    """
+    chunk = max(min(max_entries, 4096), 1)
+    keys = ctypes.create_string_buffer(key_size * chunk)
+    values = ctypes.create_string_buffer(value_size * chunk)
+    token_in = ctypes.create_string_buffer(max(key_size, 8))
+    token_out = ctypes.create_string_buffer(max(key_size, 8))
+    attr = ctypes.create_string_buffer(56)
+    key_parts: list[bytes] = []
+    value_parts: list[bytes] = []
+    total = 0
+    first = True
+    while True:
+        struct.pack_into("<QQQQII", attr, 0,
+                         0 if first else ctypes.addressof(token_in), ctypes.addressof(token_out),
+                         ctypes.addressof(keys), ctypes.addressof(values), chunk, map_fd)
+        done = False
+        try:
+            _bpf(BPF_MAP_LOOKUP_BATCH, attr)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:  # ENOENT: this was the last batch (count still valid)
+                raise
+            done = True
+        (count,) = struct.unpack_from("<I", attr, 32)
+        key_parts.append(keys.raw[: count * key_size])
+        value_parts.append(values.raw[: count * value_size])
+        total += count
+        if done:
+            return b"".join(key_parts), b"".join(value_parts), total
+        ctypes.memmove(token_in, token_out, len(token_out))
+        first = False

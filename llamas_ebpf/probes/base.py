@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import operator
 import os
+import struct
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -83,6 +85,14 @@ class SnapshotBuilder:
         self.page_migrations: dict[str, tuple[int, int]] = {}  # reason -> (succeeded, failed)
         self.system: dict[str, int] = {}
         self.comms: dict[int, str] = {}
+        self._alive: dict[int, bool] = {}
+
+    def alive(self, pid: int) -> bool:
+        """Whether a task exists, asked of the kernel once per collect whichever maps hold it."""
+        known = self._alive.get(pid)
+        if known is None:
+            known = self._alive[pid] = procfs.alive(pid)
+        return known
 
     def process(self, pid: int) -> ProcessSample:
         sample = self.processes.get(pid)
@@ -192,93 +202,100 @@ def compile_bpf(bpf_dir: Path, source: str, cflags: list[str] | None = None, **a
 
 # ---- reading counter maps ------------------------------------------------------------------
 
-def _flatten(value: Any) -> tuple[int, ...]:
-    """A ctypes leaf as a tuple of ints (arrays spread out), for summing and subtracting."""
-    if isinstance(value, int):
-        return (value,)
-    if isinstance(value, ctypes._SimpleCData):
-        return (int(value.value),)
-    if isinstance(value, ctypes.Array):
-        out: list[int] = []
-        for item in value:
-            out.extend(_flatten(item))
-        return tuple(out)
-    out = []
-    for name, *_ in value._fields_:
-        out.extend(_flatten(getattr(value, name)))
-    return tuple(out)
+_CTYPE_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
-def key_tuple(key: Any) -> tuple[int, ...]:
-    return _flatten(key)
+def struct_format(ctype: Any) -> str:
+    """A struct format for a BCC ctypes key (unsigned ints, or a struct of them)."""
+    fields = getattr(ctype, "_fields_", None)
+    if fields is None:
+        return _CTYPE_FORMATS[ctypes.sizeof(ctype)]
+    return "".join(struct_format(field_type) for _name, field_type, *_ in fields)
 
 
-def _u64_words(value: Any, percpu: bool) -> tuple[int, ...]:
-    """A counter value as a tuple of ints, per-CPU copies summed.
-
-    Every counter struct in bpf/llamas.h is made of u64 fields only, so the ctypes buffer is
-    read as u64 words directly; this is the hot loop of a collect with many processes.
-    """
-    if isinstance(value, int):
-        return (value,)
-    if isinstance(value, list):  # BCC hands per-CPU integer leaves as a list of ints
-        return (sum(value),)
-    words = memoryview(bytes(value)).cast("Q")
-    if not percpu:
-        return tuple(words)
-    width = ctypes.sizeof(value._type_) // 8
-    return tuple(sum(words[column::width]) for column in range(width))
+def table_items(table: Any, value_size: int) -> list[tuple[bytes, bytes]]:
+    """Every (key, value) of a BCC table as raw bytes: one BPF_MAP_LOOKUP_BATCH call where the
+    kernel has it for this map type, else BCC's iteration (two syscalls and a ctypes object per
+    key). `value_size` is a value as the syscall returns it: per-CPU maps hold one copy per
+    possible CPU."""
+    key_size = ctypes.sizeof(table.Key)
+    try:
+        keys, values, count = bpfsys.lookup_batch(table.map_fd, key_size, value_size, table.max_entries)
+    except OSError:
+        return [(bytes(key), bytes(value)) for key, value in table.items()]
+    return [
+        (keys[i * key_size : (i + 1) * key_size], values[i * value_size : (i + 1) * value_size])
+        for i in range(count)
+    ]
 
 
 class CounterMap:
-    """Deltas of a map of cumulative per-key counters (per-CPU values are summed).
+    """Deltas of a map of cumulative per-key counters (per-CPU copies summed).
 
-    Keys whose owning task is gone are read one last time, then deleted from the map, so a full
-    map means many live keys, not many dead ones. Evictions by the LRU are counted as
-    inserts - live keys - keys we deleted.
+    The whole map is read at once (table_items). Every counter struct
+    in bpf/llamas.h is made of u64 fields, so a value is read as u64 words, and a value whose
+    bytes did not change since the last read is not decoded at all.
+
+    With an `owner`, keys whose owning task is gone are read one last time, then deleted from the
+    map, so a full map means many live keys, not many dead ones. Evictions by the LRU are counted
+    as inserts - live keys - keys we deleted.
     """
 
-    def __init__(self, table: Any, owner: Callable[[tuple[int, ...]], int], percpu: bool = True):
+    def __init__(self, table: Any, owner: Callable[[tuple[int, ...]], int] | None, percpu: bool = True):
         self.table = table
         self.owner = owner
-        self.percpu = percpu
-        self._prev: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self._key = struct.Struct("<" + struct_format(table.Key))
+        if self._key.size != ctypes.sizeof(table.Key):
+            raise RuntimeError(f"map key {table.Key.__name__} has padding the reader does not expect")
+        leaf = getattr(table, "sLeaf", table.Leaf)  # BCC makes a per-CPU table's Leaf the array of copies
+        leaf_size = ctypes.sizeof(leaf)
+        if leaf_size % 8:
+            raise RuntimeError(f"map value {leaf.__name__} is not made of u64 counters")
+        self._width = leaf_size // 8
+        self._copies = bpfsys.possible_cpus() if percpu else 1
+        self._value_size = leaf_size * self._copies
+        self._words = struct.Struct(f"<{self._width * self._copies}Q")
+        self._prev: dict[bytes, tuple[bytes, tuple[int, ...]]] = {}  # key -> (raw value, decoded)
         self.deleted_total = 0
         self.live = 0
 
-    def read(self) -> dict[tuple[int, ...], tuple[int, ...]]:
+    def _decode(self, raw: bytes) -> tuple[int, ...]:
+        words = self._words.unpack(raw)
+        width = self._width
+        total = words[:width]
+        for copy in range(1, self._copies):  # per-CPU copies lie back to back
+            total = tuple(map(operator.add, total, words[copy * width : (copy + 1) * width]))
+        return total
+
+    def read(self, alive: Callable[[int], bool] = procfs.alive) -> dict[tuple[int, ...], tuple[int, ...]]:
         deltas: dict[tuple[int, ...], tuple[int, ...]] = {}
-        current: dict[tuple[int, ...], tuple[int, ...]] = {}
-        raw_keys: dict[tuple[int, ...], Any] = {}
-        for raw_key, raw_value in self.table.items():
-            key = key_tuple(raw_key)
-            value = _u64_words(raw_value, self.percpu)
-            current[key] = value
-            raw_keys[key] = raw_key
-            before = self._prev.get(key)
-            if before is None or any(c < b for c, b in zip(value, before, strict=True)):
-                delta = value  # new, or evicted and inserted again
-            else:
-                delta = tuple(c - b for c, b in zip(value, before, strict=True))
+        current: dict[bytes, tuple[bytes, tuple[int, ...]]] = {}
+        for raw_key, raw_value in table_items(self.table, self._value_size):
+            before = self._prev.get(raw_key)
+            if before is not None and before[0] == raw_value:
+                current[raw_key] = before
+                continue
+            value = self._decode(raw_value)
+            current[raw_key] = (raw_value, value)
+            delta = value if before is None else tuple(map(operator.sub, value, before[1]))
+            if before is not None and min(delta) < 0:
+                delta = value  # evicted and inserted again since the last read
             if any(delta):
-                deltas[key] = delta
-        alive: dict[int, bool] = {}
-        for key, raw_key in raw_keys.items():
-            pid = self.owner(key)
-            if pid not in alive:
-                alive[pid] = procfs.alive(pid)
-            if not alive[pid]:
-                with contextlib.suppress(KeyError):
-                    del self.table[raw_key]
-                del current[key]
-                self.deleted_total += 1
+                deltas[self._key.unpack(raw_key)] = delta
+        if self.owner is not None:
+            for raw_key in list(current):
+                if not alive(self.owner(self._key.unpack(raw_key))):
+                    with contextlib.suppress(KeyError):
+                        del self.table[self.table.Key.from_buffer_copy(raw_key)]
+                    del current[raw_key]
+                    self.deleted_total += 1
         self._prev = current
         self.live = len(current)
         return deltas
 
     def live_keys(self) -> set[tuple[int, ...]]:
         """The keys of the last read, owners alive (dead ones were deleted by it)."""
-        return set(self._prev)
+        return {self._key.unpack(raw_key) for raw_key in self._prev}
 
 
 class HealthCounters:

@@ -47,7 +47,7 @@ class CpuMigrateProbe(Probe):
         return tgid
 
     def collect(self, out: SnapshotBuilder) -> None:
-        for (tid,), (same, cross) in self.thread_map.read().items():
+        for (tid,), (same, cross) in self.thread_map.read(out.alive).items():
             tgid = self._tgid(tid)
             if tgid is None:
                 continue  # the thread ended before we could learn its process

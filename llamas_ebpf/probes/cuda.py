@@ -107,7 +107,7 @@ class CudaProbe(Probe):
         self.health_counters = HealthCounters(self.bpf["health"], {HEALTH_PROC_INSERTS: self.proc_map})
 
     def collect(self, out: SnapshotBuilder) -> None:
-        for (pid, event), (calls, nbytes) in self.proc_map.read().items():
+        for (pid, event), (calls, nbytes) in self.proc_map.read(out.alive).items():
             symbol = SYMBOLS[event].name
             gpu = out.process(pid).gpu
             gpu.calls[symbol] = gpu.calls.get(symbol, 0) + calls

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ctypes
+import struct
 
 from llamas_ebpf.probes.base import (
     HEALTH_PROC_INSERTS,
@@ -16,6 +17,7 @@ from llamas_ebpf.probes.base import (
     SnapshotBuilder,
     compile_bpf,
     needs_program,
+    table_items,
 )
 from llamas_ebpf.snapshot import Region
 
@@ -44,7 +46,7 @@ class FaultsProbe(Probe):
             for cgid in self.options.cgroup_ids:
                 self.bpf["watched_cgroups"][ctypes.c_uint64(cgid)] = one
         self.proc_map = CounterMap(self.bpf["proc_faults"], owner=lambda k: k[0])
-        self.node_map = CounterMap(self.bpf["node_faults"], owner=lambda k: 1)
+        self.node_map = CounterMap(self.bpf["node_faults"], owner=None)
         maps = {HEALTH_PROC_INSERTS: self.proc_map}
         self.region_map: CounterMap | None = None
         if self.options.filtered:
@@ -53,22 +55,23 @@ class FaultsProbe(Probe):
         self.health_counters = HealthCounters(self.bpf["health"], maps)
 
     def collect(self, out: SnapshotBuilder) -> None:
-        comms = self.bpf["comms"]
-        for (pid,), (user_read, user_write, kernel_read, kernel_write) in self.proc_map.read().items():
+        comm_table = self.bpf["comms"]
+        comms = dict(table_items(comm_table, ctypes.sizeof(comm_table.Leaf)))
+        for (pid,), counts in self.proc_map.read(out.alive).items():
+            user_read, user_write, kernel_read, kernel_write = counts
             sample = out.process(pid)
             faults = sample.faults
             faults.user += user_read + user_write
             faults.kernel += kernel_read + kernel_write
             faults.read += user_read + kernel_read
             faults.write += user_write + kernel_write
-            if pid not in out.comms:
-                value = comms.get(ctypes.c_uint32(pid))
-                if value is not None:
-                    out.comms[pid] = value.comm.decode(errors="replace")
-        for (node,), (count,) in self.node_map.read().items():
+            comm = comms.get(struct.pack("<I", pid))
+            if comm is not None and pid not in out.comms:
+                out.comms[pid] = comm.split(b"\0", 1)[0].decode(errors="replace")
+        for (node,), (count,) in self.node_map.read(out.alive).items():
             out.node_faults[node] = out.node_faults.get(node, 0) + count
         if self.region_map is not None:
-            for (pid, _pad, region), (reads, writes) in self.region_map.read().items():
+            for (pid, _pad, region), (reads, writes) in self.region_map.read(out.alive).items():
                 out.process(pid).regions.append(
                     Region(start=region << REGION_SHIFT, reads=reads, writes=writes)
                 )

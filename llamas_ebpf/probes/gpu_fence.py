@@ -55,7 +55,7 @@ class GpuFenceProbe(Probe):
         self.health_counters = HealthCounters(self.bpf["health"], {HEALTH_PROC_INSERTS: self.proc_map})
 
     def collect(self, out: SnapshotBuilder) -> None:
-        for (pid, event), (calls, _bytes) in self.proc_map.read().items():
+        for (pid, event), (calls, _bytes) in self.proc_map.read(out.alive).items():
             name = self.events[event]
             gpu = out.process(pid).gpu
             gpu.calls[name] = gpu.calls.get(name, 0) + calls

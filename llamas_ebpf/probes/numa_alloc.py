@@ -36,17 +36,17 @@ class NumaAllocProbe(Probe):
             leaf = table.Leaf(pfn_range.start, pfn_range.end, pfn_range.node, 1)
             table[ctypes.c_int(index)] = leaf
         self.proc_map = CounterMap(self.bpf["proc_allocs"], owner=lambda k: k[0])
-        self.matrix_map = CounterMap(self.bpf["node_matrix"], owner=lambda k: 1)
+        self.matrix_map = CounterMap(self.bpf["node_matrix"], owner=None)
         self.health_counters = HealthCounters(self.bpf["health"], {HEALTH_PROC_INSERTS: self.proc_map})
 
     def collect(self, out: SnapshotBuilder) -> None:
-        for (pid,), values in self.proc_map.read().items():
+        for (pid,), values in self.proc_map.read(out.alive).items():
             numa = out.process(pid).numa
             numa.alloc_local += values[0]
             numa.alloc_remote += values[1]
             for node, pages in enumerate(values[2 : 2 + MAX_NODES]):
                 if pages:
                     numa.alloc_pages_by_node[node] = numa.alloc_pages_by_node.get(node, 0) + pages
-        for (cell,), (pages,) in self.matrix_map.read().items():
+        for (cell,), (pages,) in self.matrix_map.read(out.alive).items():
             key = divmod(cell, MAX_NODES)
             out.alloc_matrix[key] = out.alloc_matrix.get(key, 0) + pages

@@ -34,7 +34,7 @@ class NumaHintProbe(Probe):
         if method == "fentry":
             self.bpf = compile_bpf(self.options.bpf_dir, "numa_hint_fentry.c")
             self.proc_map = CounterMap(self.bpf["proc_hints"], owner=lambda k: k[0])
-            self.matrix_map = CounterMap(self.bpf["node_matrix"], owner=lambda k: 1)
+            self.matrix_map = CounterMap(self.bpf["node_matrix"], owner=None)
         else:
             self.bpf = compile_bpf(self.options.bpf_dir, "numa_hint_sched.c")
             self.proc_map = CounterMap(self.bpf["proc_moves"], owner=lambda k: k[0])
@@ -42,15 +42,15 @@ class NumaHintProbe(Probe):
 
     def collect(self, out: SnapshotBuilder) -> None:
         if self.method == "fentry":
-            for (pid,), (lf, rf, _lp, _rp, migrated) in self.proc_map.read().items():
+            for (pid,), (lf, rf, _lp, _rp, migrated) in self.proc_map.read(out.alive).items():
                 numa = out.process(pid).numa
                 numa.hint_local = (numa.hint_local or 0) + lf
                 numa.hint_remote = (numa.hint_remote or 0) + rf
                 numa.hint_migrated_pages = (numa.hint_migrated_pages or 0) + migrated
-            for (cell,), (faults,) in self.matrix_map.read().items():
+            for (cell,), (faults,) in self.matrix_map.read(out.alive).items():
                 key = divmod(cell, MAX_NODES)
                 out.hint_matrix[key] = out.hint_matrix.get(key, 0) + faults
         else:
-            for (pid,), (moves, swaps, sticks) in self.proc_map.read().items():
+            for (pid,), (moves, swaps, sticks) in self.proc_map.read(out.alive).items():
                 out.process(pid).numa.numa_task_moves += moves + swaps + sticks
 

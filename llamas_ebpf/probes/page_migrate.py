@@ -32,7 +32,7 @@ class PageMigrateProbe(Probe):
         return self.reasons.get(code, f"reason_{code}")
 
     def collect(self, out: SnapshotBuilder) -> None:
-        for (pid, code), (succeeded, failed) in self.proc_map.read().items():
+        for (pid, code), (succeeded, failed) in self.proc_map.read(out.alive).items():
             reason = self.reason_name(code)
             moved = out.process(pid).page_migrations
             moved[reason] = moved.get(reason, 0) + succeeded

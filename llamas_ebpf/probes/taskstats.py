@@ -9,12 +9,13 @@ end, so any later version starts with that same layout, and is read with it here
 
 from __future__ import annotations
 
+import socket
 import struct
 from pathlib import Path
 
 from pyroute2 import TaskStats
 from pyroute2.netlink import NLM_F_REQUEST
-from pyroute2.netlink.taskstats import AsyncTaskStats, taskstatsmsg, tcmd
+from pyroute2.netlink.taskstats import taskstatsmsg, tcmd
 
 from llamas_ebpf.kernel.features import Capabilities
 from llamas_ebpf.probes.base import AttachMethod, Probe, SnapshotBuilder
@@ -22,6 +23,7 @@ from llamas_ebpf.snapshot import Delays
 
 DELAYACCT = Path("/proc/sys/kernel/task_delayacct")
 TASKSTATS_CMD_GET = 1
+NETLINK_GENERIC = 16
 _V15 = 15
 
 
@@ -41,25 +43,47 @@ class _Message(taskstatsmsg):
         versioned_stats = staticmethod(_versioned_stats)
 
 
-class _AsyncSocket(AsyncTaskStats):
-    async def bind(self) -> None:  # type: ignore[override]
-        await super(AsyncTaskStats, self).bind("TASKSTATS", _Message)
+class _Client:
+    """Taskstats per process (TGID). pyroute2 resolves the generic-netlink family and encodes and
+    decodes the messages; the transport is a plain netlink socket, because pyroute2 0.9 runs an
+    asyncio loop per request (~0.4 ms, against ~0.05 ms for the query itself)."""
 
-
-class _Socket(TaskStats):
-    async_class = _AsyncSocket
+    def __init__(self) -> None:
+        resolver = TaskStats()
+        try:
+            resolver.bind()
+            self.family = resolver.prid
+        finally:
+            resolver.close()
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+        self.sock.bind((0, 0))
+        self.sock.settimeout(1.0)
+        self.sequence = 0
 
     def tgid_stat(self, tgid: int) -> dict[str, int] | None:
+        """The process's accumulated stats, or None when it is gone."""
+        self.sequence += 1
         msg = tcmd()
         msg["cmd"] = TASKSTATS_CMD_GET
         msg["version"] = 1
         msg["attrs"].append(["TASKSTATS_CMD_ATTR_TGID", tgid])
-        reply = self._run_sync_cleanup(self.asyncore.nlm_request, msg, self.prid, msg_flags=NLM_F_REQUEST)
-        for message in reply:
-            aggr = message.get_attr("TASKSTATS_TYPE_AGGR_TGID")
-            if aggr is not None:
-                return aggr.get_attr("TASKSTATS_TYPE_STATS")
-        return None
+        msg["header"]["type"] = self.family
+        msg["header"]["flags"] = NLM_F_REQUEST
+        msg["header"]["sequence_number"] = self.sequence
+        msg.encode()
+        self.sock.send(msg.data)
+        while True:
+            reply = _Message(self.sock.recv(65536))
+            reply.decode()
+            if reply["header"]["sequence_number"] == self.sequence:
+                break  # an older reply (a query that timed out) is dropped
+        if reply["header"]["type"] != self.family:
+            return None  # NLMSG_ERROR: no such process
+        aggr = reply.get_attr("TASKSTATS_TYPE_AGGR_TGID")
+        return aggr.get_attr("TASKSTATS_TYPE_STATS") if aggr is not None else None
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def _delays(stats: dict[str, int]) -> tuple[int, ...]:
@@ -82,8 +106,7 @@ class TaskStatsProbe(Probe):
     chain = (AttachMethod("netlink", _blocker),)
 
     def start(self, method: str) -> None:
-        self.socket = _Socket()
-        self.socket.bind()
+        self.socket = _Client()
         self.saved_delayacct: str | None = None
         if DELAYACCT.exists() and DELAYACCT.read_text().strip() == "0":
             self.saved_delayacct = "0"
@@ -96,7 +119,7 @@ class TaskStatsProbe(Probe):
         for sample in busiest[: self.options.taskstats_top]:
             try:
                 stats = self.socket.tgid_stat(sample.pid)
-            except Exception:  # the process ended between the fault and this query
+            except OSError:  # no answer within the timeout
                 continue
             if stats is None:
                 continue

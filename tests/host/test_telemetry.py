@@ -98,3 +98,40 @@ def test_probe_health_is_reported(sensor):
     assert faults.status == "ok" and faults.method == "raw_tracepoint"
     assert faults.events is not None and faults.run_time_ns is not None
     assert all(p.map_full == 0 and p.drops == 0 for p in snap.probes.values())
+
+
+def _run_delay_ns(pid: int) -> int:
+    """The kernel's own run-queue wait of a (single-threaded) process: /proc/PID/schedstat."""
+    return int(open(f"/proc/{pid}/schedstat").read().split()[1])
+
+
+def test_cpu_delay_matches_schedstat(toucher_binary):
+    from tests.helpers.children import Toucher
+
+    with Sensor(only={"faults", "taskstats"}) as sensor:
+        # two children on one CPU: while both fault, each waits for the other
+        children = [Toucher(toucher_binary, ("taskset", "-c", "0")) for _ in range(2)]
+        try:
+            for child in children:
+                child.touch("write", 10)
+            sensor.collect()  # taskstats' first sight of them: totals so far, no interval yet
+            before = [_run_delay_ns(c.pid) for c in children]
+            for child in children:
+                child.proc.stdin.write("write 60000\n")
+                child.proc.stdin.flush()
+            for child in children:
+                assert child.proc.stdout.readline().startswith("done")
+            after = [_run_delay_ns(c.pid) for c in children]
+            snap = sensor.collect()
+        finally:
+            for child in children:
+                child.close()
+    assert snap.probes["taskstats"].status == "ok"
+    waited = 0
+    for child, start, end in zip(children, before, after, strict=True):
+        sample = snap.process(child.pid)
+        assert sample is not None and sample.delays is not None, child.pid
+        kernel = end - start
+        assert abs(sample.delays.cpu_ns - kernel) <= 0.02 * kernel + 1_000_000, (sample.delays, kernel)
+        waited += kernel
+    assert waited > 10_000_000, "the children should have waited for the CPU"
