@@ -2,7 +2,8 @@
 
 Usage (root): .venv/bin/python benchmarks/observe_load.py [--processes 1000] [--seconds 30]
 
-Starts N small processes that each fault every 200 ms, runs `llamas observe --json 1`, and
+Starts N small processes that each fault every 200 ms (or only --active of them; the rest fault
+once and sleep), runs `llamas observe --json 1`, and
 measures the observer's CPU time over the steady state (from its first output to the end, so
 the one-off BPF compile at start is left out, and reported apart) and its RSS (VmRSS, VmHWM).
 """
@@ -39,10 +40,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--processes", type=int, default=1000)
     parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--active", type=int, default=None,
+                        help="how many of the processes fault (default: all); the rest sleep")
     args = parser.parse_args()
     binary = Path(tempfile.mkdtemp()) / "observe_load"
     subprocess.run(["gcc", "-O2", "-o", str(binary), str(HERE / "observe_load.c")], check=True)
-    load = [subprocess.Popen([str(binary), "200"]) for _ in range(args.processes)]
+    active = args.processes if args.active is None else args.active
+    # an idle process is the same program with a period far beyond the run
+    periods = ["200" if i < active else "3600000" for i in range(args.processes)]
+    load = [subprocess.Popen([str(binary), period]) for period in periods]
     try:
         llamas = Path(sys.executable).parent / "llamas"
         started = time.monotonic()
@@ -70,6 +76,7 @@ def main() -> None:
             child.wait()
     print(json.dumps({
         "live_processes": args.processes,
+        "faulting_processes": active,
         "max_processes_in_a_snapshot": seen,
         "snapshots": lines,
         "startup_s": round(ready - started, 2),
