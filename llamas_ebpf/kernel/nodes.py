@@ -81,3 +81,56 @@ def numastat(node: int, root: Path = Path("/")) -> dict[str, int]:
         key, _, value = line.partition(" ")
         result[key] = int(value)
     return result
+
+
+def read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip(), 0)
+    except (OSError, ValueError):
+        return None
+
+
+def memory_mb(node: int, root: Path = Path("/")) -> int | None:
+    """MemTotal of a node, in MiB."""
+    try:
+        text = (node_root(root) / f"node{node}" / "meminfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if "MemTotal:" in line:
+            return int(line.split("MemTotal:")[1].split()[0]) // 1024
+    return None
+
+
+def distances(node: int, root: Path = Path("/")) -> list[int]:
+    """The node's row of the SLIT distance table (10 = local)."""
+    try:
+        return [int(v) for v in (node_root(root) / f"node{node}" / "distance").read_text().split()]
+    except OSError:
+        return []
+
+
+@dataclass(frozen=True)
+class Access:
+    """What the best initiators see of a memory node (HMAT, /sys/.../nodeN/accessC/initiators):
+    latencies in ns, bandwidths in MB/s. access0 counts any initiator, access1 only CPUs."""
+
+    initiators: list[int]
+    read_latency_ns: int | None
+    write_latency_ns: int | None
+    read_bandwidth_mbps: int | None
+    write_bandwidth_mbps: int | None
+
+
+def access(node: int, access_class: int = 0, root: Path = Path("/")) -> Access | None:
+    base = node_root(root) / f"node{node}" / f"access{access_class}" / "initiators"
+    if not base.is_dir():
+        return None
+    initiators = sorted(int(m.group(1)) for p in base.iterdir() if (m := _NODE_DIR.match(p.name)))
+    return Access(
+        initiators=initiators,
+        read_latency_ns=read_int(base / "read_latency"),
+        write_latency_ns=read_int(base / "write_latency"),
+        read_bandwidth_mbps=read_int(base / "read_bandwidth"),
+        write_bandwidth_mbps=read_int(base / "write_bandwidth"),
+    )
