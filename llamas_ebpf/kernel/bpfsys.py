@@ -147,3 +147,89 @@ def lookup_batch(map_fd: int, key_size: int, value_size: int, max_entries: int) 
             return b"".join(key_parts), b"".join(value_parts), total
         ctypes.memmove(token_in, token_out, len(token_out))
         first = False
+
+
+BPF_MAP_CREATE, BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM = 0, 1, 2, 3
+BPF_MAP_GET_NEXT_KEY, BPF_OBJ_PIN, BPF_OBJ_GET = 4, 6, 7
+MAP_HASH, MAP_ARRAY = 1, 2
+BPF_ANY = 0
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, name: str) -> int:
+    attr = ctypes.create_string_buffer(72)
+    struct.pack_into("<IIIII", attr, 0, map_type, key_size, value_size, max_entries, 0)
+    name_bytes = name.encode()[:15]
+    attr[28 : 28 + len(name_bytes)] = name_bytes
+    return _bpf(BPF_MAP_CREATE, attr)
+
+
+def _path_attr(path: Path, fd: int = 0) -> tuple[ctypes.Array, ctypes.Array]:
+    encoded = ctypes.create_string_buffer(str(path).encode())
+    attr = ctypes.create_string_buffer(16)
+    struct.pack_into("<QI", attr, 0, ctypes.addressof(encoded), fd)
+    return attr, encoded
+
+
+def obj_pin(fd: int, path: Path) -> None:
+    attr, _keep = _path_attr(path, fd)
+    _bpf(BPF_OBJ_PIN, attr)
+
+
+def obj_get(path: Path) -> int:
+    attr, _keep = _path_attr(path)
+    return _bpf(BPF_OBJ_GET, attr)
+
+
+def _elem_attr(fd: int, key: bytes, value: ctypes.Array | None, flags: int = 0) -> tuple:
+    key_buf = ctypes.create_string_buffer(key, len(key))
+    attr = ctypes.create_string_buffer(32)
+    struct.pack_into("<IIQQQ", attr, 0, fd, 0, ctypes.addressof(key_buf),
+                     ctypes.addressof(value) if value is not None else 0, flags)
+    return attr, key_buf
+
+
+def map_update(fd: int, key: bytes, value: bytes) -> None:
+    value_buf = ctypes.create_string_buffer(value, len(value))
+    attr, _keep = _elem_attr(fd, key, value_buf, BPF_ANY)
+    _bpf(BPF_MAP_UPDATE_ELEM, attr)
+
+
+def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
+    value_buf = ctypes.create_string_buffer(value_size)
+    attr, _keep = _elem_attr(fd, key, value_buf)
+    try:
+        _bpf(BPF_MAP_LOOKUP_ELEM, attr)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    return value_buf.raw
+
+
+def map_delete(fd: int, key: bytes) -> bool:
+    attr, _keep = _elem_attr(fd, key, None)
+    try:
+        _bpf(BPF_MAP_DELETE_ELEM, attr)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def map_keys(fd: int, key_size: int) -> list[bytes]:
+    keys: list[bytes] = []
+    previous: bytes | None = None
+    while True:
+        next_buf = ctypes.create_string_buffer(key_size)
+        attr, _keep = _elem_attr(fd, previous if previous is not None else b"", next_buf)
+        if previous is None:
+            struct.pack_into("<Q", attr, 8, 0)  # no key: start from the first
+        try:
+            _bpf(BPF_MAP_GET_NEXT_KEY, attr)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return keys
+            raise
+        previous = next_buf.raw
+        keys.append(previous)

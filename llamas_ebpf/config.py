@@ -1,0 +1,59 @@
+"""Host configuration, /etc/llamas/config.toml ($LLAMAS_CONFIG_DIR). The guardrails here bound
+every policy document, whoever wrote it; no document can change them.
+
+    [guardrails]
+    max_rules = 64               # rules in one document
+    total_max_mbps = 1000        # page migration budget of the whole host, MB/s
+    deny_comm = ["sshd"]         # process names never touched (added to the built-in list)
+    deny_pids = []
+    scope_cgroups = []           # when set, only processes in these cgroups (or below) are touched
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llamas_ebpf.errors import LlamasError
+from llamas_ebpf.paths import Paths
+
+# Never touched, whatever the configuration says: init, the kernel's own helpers, ourselves.
+BUILTIN_DENY_COMM = ("systemd", "init", "kthreadd", "llamas")
+
+
+class Guardrails(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_rules: Annotated[int, Field(ge=1, le=1024)] = 64
+    total_max_mbps: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    deny_comm: list[Annotated[str, Field(min_length=1, max_length=15)]] = Field(default_factory=list)
+    deny_pids: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+    scope_cgroups: list[str] = Field(default_factory=list)
+
+    @property
+    def denied_comms(self) -> set[str]:
+        return set(BUILTIN_DENY_COMM) | set(self.deny_comm)
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    guardrails: Guardrails = Guardrails()
+
+
+def load(paths: Paths | None = None) -> Config:
+    path = (paths or Paths.from_env()).config_dir / "config.toml"
+    if not path.exists():
+        return Config()
+    try:
+        return Config.model_validate(tomllib.loads(path.read_text()))
+    except tomllib.TOMLDecodeError as exc:
+        raise LlamasError(f"{path}: bad TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise LlamasError(f"{path}: not UTF-8 text") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise LlamasError(f"{path}: {field}: {first['msg']}") from None
