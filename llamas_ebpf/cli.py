@@ -173,6 +173,159 @@ def devices(
         raise typer.Exit(1)
 
 
+policy_app = typer.Typer(no_args_is_help=True, help="Show, apply and roll back placement policy.")
+app.add_typer(policy_app, name="policy")
+
+
+def _enforcer():  # type: ignore[no-untyped-def]
+    from llamas_ebpf import config
+    from llamas_ebpf.enforce import Enforcer
+    from llamas_ebpf.paths import Paths
+    from llamas_ebpf.policy.validate import HostFacts
+
+    if os.geteuid() != 0:
+        raise LlamasError("not root: policy maps and affinity changes need root")
+    paths = Paths.from_env()
+    return Enforcer(paths, config.load(paths).guardrails, HostFacts.from_host())
+
+
+@policy_app.command("show")
+def policy_show(json_out: JsonFlag = False) -> None:
+    """The policy in force, with its generation."""
+    from llamas_ebpf.paths import Paths
+    from llamas_ebpf.policy.state import PolicyState
+
+    state = PolicyState.load(Paths.from_env().state_dir)
+    if json_out:
+        doc = json.loads(state.document.to_json()) if state.document else None
+        report = {"generation": state.generation, "in_force": doc is not None, "digest": state.digest,
+                  "advisor": state.advisor, "applied_at": state.applied_at, "document": doc}
+        print(json.dumps(report, indent=2))
+        return
+    if state.document is None:
+        print(f"no policy in force (last generation {state.generation})")
+        return
+    from llamas_ebpf.faces.text import safe
+
+    print(f"generation {state.generation}, applied {time.ctime(state.applied_at or 0)} by {state.advisor}")
+    print(f"rationale: {safe(state.document.rationale)}")
+    for rule in state.document.rules:
+        print(f"  {rule.model_dump_json(exclude_none=True)}")
+
+
+@policy_app.command("apply")
+def policy_apply(
+    file: Annotated[Path, typer.Argument(help="A llamas.policy/v1 JSON document ('-': standard input).")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Validate a document and put it in force; a refused one changes nothing."""
+    from llamas_ebpf.policy.state import digest
+    from llamas_ebpf.policy.validate import validate
+
+    try:
+        raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    except OSError as exc:
+        raise LlamasError(f"{file}: {exc.strerror}") from None
+    enforcer = _enforcer()
+    try:
+        checked = validate(raw, enforcer.host, enforcer.guard)
+        if not checked.ok:
+            enforcer.refuse(digest(raw), "file", checked.errors, source=str(file))
+            count = len(checked.errors)
+            print(f"llamas: {file} refused, nothing changed ({count} problems):", file=sys.stderr)
+            for error in checked.errors:
+                print(f"  {error}", file=sys.stderr)
+            raise typer.Exit(2)
+        assert checked.document is not None
+        applied = enforcer.apply(checked.document, digest(raw), "file", source=str(file))
+    finally:
+        enforcer.close()
+    if json_out:
+        print(json.dumps({"generation": applied.generation, "processes": applied.processes,
+                          "threads_pinned": applied.threads_pinned, "diff": applied.diff}))
+    else:
+        print(f"generation {applied.generation} in force: {applied.processes} running processes taken, "
+              f"{applied.threads_pinned} threads pinned; added {applied.diff['added']}, "
+              f"removed {applied.diff['removed']}, changed {applied.diff['changed']}")
+
+
+@policy_app.command("rollback")
+def policy_rollback(json_out: JsonFlag = False) -> None:
+    """Take the policy out of force and put back every original affinity mask."""
+    enforcer = _enforcer()
+    try:
+        restored = enforcer.rollback("llamas policy rollback")
+        generation = enforcer.state.generation
+    finally:
+        enforcer.close()
+    if json_out:
+        print(json.dumps({"generation": generation, "threads_restored": restored}))
+    else:
+        print(f"no policy in force; {restored} threads back on their original CPUs")
+
+
+@policy_app.command("history")
+def policy_history(json_out: JsonFlag = False) -> None:
+    """Every applied generation, refusal and rollback, from the audit log."""
+    from llamas_ebpf.paths import Paths
+    from llamas_ebpf.policy.state import AuditLog
+
+    entries = AuditLog(Paths.from_env().state_dir).entries()
+    if json_out:
+        print(json.dumps(entries, indent=2))
+        return
+    for entry in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["time"]))
+        detail = entry.get("diff") or entry.get("validation")
+        generation = entry.get("generation", "-")
+        print(f"{when} {entry['event']:<8} gen {generation} {entry.get('advisor', '')} {detail}")
+
+
+def _stop(_signum: int, _frame: object) -> None:
+    """SIGTERM ends `llamas run` the way Ctrl-C does: through its rollback."""
+    raise KeyboardInterrupt
+
+
+@app.command()
+def run(
+    advisor: Annotated[
+        str, typer.Option("--advisor", help="Who writes policy: none (keep the given one).")
+    ] = "none",
+    policy: Annotated[Path | None, typer.Option("--policy", help="Apply this document first.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the policy in force on exit.")] = False,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds per window.")] = 1.0,
+) -> None:
+    """Keep the policy in force until SIGINT/SIGTERM, which roll it back unless --keep."""
+    from llamas_ebpf.enforce import Controller
+    from llamas_ebpf.paths import Paths
+
+    if advisor != "none":
+        raise LlamasError(f"advisor '{advisor}' is not available in this version: use --advisor none")
+    if policy is not None:
+        policy_apply(policy, json_out=False)
+    enforcer = _enforcer()
+    if enforcer.state.document is None:
+        enforcer.close()
+        raise LlamasError("no policy in force: give --policy FILE or run llamas policy apply first")
+    signal.signal(signal.SIGTERM, _stop)
+    controller = Controller(enforcer, Paths.from_env().bpf_dir)
+    generation = enforcer.state.generation
+    print(f"llamas: keeping generation {generation} in force (Ctrl-C to stop)", file=sys.stderr)
+    try:
+        enforcer.sweep()
+        while True:
+            controller.serve(interval)
+            controller.tick()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        controller.close()
+        if not keep:
+            restored = enforcer.rollback("controller stopped")
+            print(f"llamas: rolled back; {restored} threads restored", file=sys.stderr)
+        enforcer.close()
+
+
 def main() -> None:
     try:
         app()

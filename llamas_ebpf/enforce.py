@@ -1,0 +1,174 @@
+"""Putting a policy in force and keeping it there.
+
+`Enforcer.apply` writes a validated document into the idle slot of the pinned maps, switches it
+in, pins the processes it takes that are already running, and logs the generation. `rollback`
+takes the policy out and restores every original mask. `Controller` (for `llamas run`) loads
+bpf/enforce.c on the same pinned maps and serves its requests: processes that exec under a rule,
+threads seen on a CPU outside their rule, and a periodic sweep for pid, exe and cgroup rules.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from llamas_ebpf.actuator.affinity import AffinityActuator, Journal
+from llamas_ebpf.config import Guardrails
+from llamas_ebpf.errors import LlamasError
+from llamas_ebpf.kernel import mounts
+from llamas_ebpf.paths import Paths
+from llamas_ebpf.policy import compile as policy_compile
+from llamas_ebpf.policy.document import PolicyDocument
+from llamas_ebpf.policy.maps import CTL_EPOCH, FLAG_EXE_RULES, CompiledRule, PolicyMaps
+from llamas_ebpf.policy.state import AuditLog, PolicyState, diff
+from llamas_ebpf.policy.validate import HostFacts
+
+REQ_CLASSIFIED, REQ_VIOLATION, REQ_HOT_REGION, REQ_EXEC = 1, 2, 3, 4
+
+
+@dataclass(frozen=True)
+class Applied:
+    generation: int
+    processes: int  # running processes the policy took
+    threads_pinned: int
+    diff: dict[str, list[str]]
+
+
+class Enforcer:
+    def __init__(self, paths: Paths, guard: Guardrails, host: HostFacts) -> None:
+        if os.geteuid() != 0:
+            raise LlamasError("not root: policy maps and affinity changes need root")
+        mounts.ensure_mounted()
+        self.paths, self.guard, self.host = paths, guard, host
+        self.maps = PolicyMaps.open(paths.pin_dir, create=True)
+        self.journal = Journal(paths.state_dir / "originals.json")
+        self.affinity = AffinityActuator(self.journal)
+        self.audit = AuditLog(paths.state_dir)
+        self.state = PolicyState.load(paths.state_dir)
+        self.compiled: list[CompiledRule] = (
+            policy_compile.compile_document(self.state.document, host) if self.state.document else []
+        )
+
+    def close(self) -> None:
+        self.maps.close()
+
+    # ---- generations ----
+    def apply(self, doc: PolicyDocument, digest: str, advisor: str, **audit_fields: object) -> Applied:
+        generation = self.state.generation + 1
+        slot = generation % 2
+        compiled = policy_compile.compile_document(doc, self.host)
+        self.maps.clear_slot(slot)
+        for index, rule in enumerate(compiled):
+            self.maps.write_rule(slot, index, rule)
+        for index, rule in enumerate(doc.rules):
+            if rule.match.comm is not None:
+                self.maps.add_comm(slot, rule.match.comm, index)
+            if rule.match.cgroup is not None:
+                cgid = policy_compile.cgroup_id(rule.match.cgroup)
+                if cgid is not None:
+                    self.maps.add_cgroup(slot, cgid, index)
+        taken = policy_compile.classify(doc, self.guard)
+        for tgid, index in taken.items():
+            self.maps.add_tgid(slot, tgid, index)
+        has_exe = any(rule.match.exe is not None for rule in doc.rules)
+        self.maps.switch_to(slot, FLAG_EXE_RULES if has_exe else 0)
+        changes = diff(self.state.document, doc)
+        self.state = PolicyState(generation, slot, doc, digest, advisor, time.time())
+        self.state.save(self.paths.state_dir)
+        self.compiled = compiled
+        pinned = sum(self.pin(tgid, index) for tgid, index in taken.items())
+        self.audit.append("apply", generation=generation, digest=digest, advisor=advisor,
+                          document=doc.model_dump(by_alias=True, exclude_none=True),
+                          validation="ok", diff=changes, processes=len(taken), threads_pinned=pinned,
+                          **audit_fields)
+        return Applied(generation, len(taken), pinned, changes)
+
+    def rollback(self, reason: str) -> int:
+        before = self.state.document
+        self.maps.switch_to(None)
+        restored = self.affinity.rollback()
+        self.state = PolicyState(self.state.generation, None, None, None, None, None)
+        self.state.save(self.paths.state_dir)
+        self.compiled = []
+        self.audit.append("rollback", generation=self.state.generation, reason=reason,
+                          diff=diff(before, None), threads_restored=restored)
+        return restored
+
+    def refuse(self, digest: str, advisor: str, errors: list[str], **audit_fields: object) -> None:
+        self.audit.append("refused", digest=digest, advisor=advisor, validation=errors, **audit_fields)
+
+    # ---- acting on processes ----
+    def pin(self, tgid: int, rule_index: int) -> int:
+        if rule_index >= len(self.compiled) or not policy_compile.touchable(tgid, self.guard):
+            return 0
+        cpus = self.compiled[rule_index].cpus
+        return self.affinity.enforce(tgid, set(cpus)) if cpus else 0
+
+    def sweep(self) -> int:
+        """Take running processes the kernel side cannot classify by itself (pid, exe, cgroup
+        rules, and processes that exec'd before the controller started). Threads pinned."""
+        doc, slot = self.state.document, self.state.slot
+        if doc is None or slot is None:
+            return 0
+        known = self.maps.tgid_rules(slot)
+        pinned = 0
+        for tgid, index in policy_compile.classify(doc, self.guard).items():
+            if known.get(tgid) != index:
+                self.maps.add_tgid(slot, tgid, index)
+            pinned += self.pin(tgid, index)
+        return pinned
+
+
+class Controller:
+    """Keeps the policy in force: serves bpf/enforce.c's requests (llamas run)."""
+
+    def __init__(self, enforcer: Enforcer, bpf_dir: Path) -> None:
+        from llamas_ebpf.probes.base import compile_bpf
+
+        self.enforcer = enforcer
+        pin = str(enforcer.paths.pin_dir)
+        self.bpf = compile_bpf(bpf_dir, "enforce.c", [f'-DPIN_DIR="{pin}"'])
+        self.bpf["requests"].open_ring_buffer(self._on_request)
+        self.served = {REQ_CLASSIFIED: 0, REQ_VIOLATION: 0, REQ_HOT_REGION: 0, REQ_EXEC: 0}
+        self.epoch = 0
+
+    def _on_request(self, _ctx: object, data: int, _size: int) -> None:
+        request = self.bpf["requests"].event(data)
+        kind, tgid, tid, rule = request.kind, request.tgid, request.tid, request.rule
+        self.served[kind] = self.served.get(kind, 0) + 1
+        enforcer = self.enforcer
+        if kind == REQ_CLASSIFIED:
+            enforcer.pin(tgid, rule)
+        elif kind == REQ_VIOLATION:
+            if rule < len(enforcer.compiled) and policy_compile.touchable(tgid, enforcer.guard):
+                cpus = enforcer.compiled[rule].cpus
+                if cpus and enforcer.affinity.enforce_thread(tgid, tid, set(cpus)):
+                    enforcer.journal.save()
+        elif kind == REQ_EXEC and enforcer.state.document is not None:
+            index = policy_compile.rule_for(enforcer.state.document, tgid)
+            if index is not None and policy_compile.touchable(tgid, enforcer.guard):
+                if enforcer.state.slot is not None:
+                    enforcer.maps.add_tgid(enforcer.state.slot, tgid, index)
+                enforcer.pin(tgid, index)
+
+    def counters(self) -> dict[str, int]:
+        names = ("violations", "requests", "drops", "classified", "hot_regions")
+        table = self.bpf["counters"]
+        return {name: sum(table[ctypes.c_int(i)]) for i, name in enumerate(names)}
+
+    def tick(self) -> None:
+        """Once a window: a new epoch (so requests may repeat), then the sweep."""
+        self.epoch += 1
+        self.enforcer.maps.set_ctl(CTL_EPOCH, self.epoch)
+        self.enforcer.sweep()
+
+    def serve(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.bpf.ring_buffer_poll(max(int(min(left, 0.1) * 1000), 1))
+
+    def close(self) -> None:
+        self.bpf.cleanup()
