@@ -1,0 +1,201 @@
+"""Policy in force on this kernel: affinity checked with sched_getaffinity, for running processes,
+new threads, new processes (through bpf/enforce.c and the controller), rollback, the denylist
+and scope, and hostile documents that must leave the pinned maps as they were."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from llamas_ebpf.kernel import procfs
+from llamas_ebpf.policy.maps import PolicyMaps
+from tests.helpers.children import build_helper
+from tests.host.conftest import llamas
+
+ALL_CPUS = set(range(os.cpu_count() or 1))
+
+
+@pytest.fixture
+def env(tmp_path):
+    """Private state, config and pin directories for one test, torn down after it."""
+    pin = Path(f"/sys/fs/bpf/llamas-test-{os.getpid()}-{tmp_path.name}")
+    config = tmp_path / "etc"
+    config.mkdir()
+    values = {"LLAMAS_STATE_DIR": str(tmp_path / "state"), "LLAMAS_CONFIG_DIR": str(config),
+              "LLAMAS_PIN_DIR": str(pin)}
+    yield values, config
+    llamas("policy", "rollback", env=values)
+    shutil.rmtree(pin, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def threader(tmp_path_factory) -> Path:
+    return build_helper("threader", tmp_path_factory.mktemp("threader"))
+
+
+class Child:
+    """The threaded helper, under a name (comm) of its own."""
+
+    def __init__(self, threader: Path, name: str, tmp_path: Path, threads: int = 3) -> None:
+        binary = tmp_path / name
+        if not binary.exists():
+            shutil.copy(threader, binary)
+        self.proc = subprocess.Popen([str(binary), str(threads)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().startswith("done")
+        self.pid = self.proc.pid
+
+    def spawn_thread(self) -> None:
+        self.proc.stdin.write("spawn\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().startswith("done")
+
+    def masks(self) -> dict[int, set[int]]:
+        return {tid: os.sched_getaffinity(tid) for tid in procfs.thread_ids(self.pid)}
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def policy(tmp_path: Path, *rules: dict) -> Path:
+    path = tmp_path / f"policy-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps({"schema": "llamas.policy/v1", "rationale": "test", "rules": list(rules)}))
+    return path
+
+
+def pin_rule(comm: str, cpus: str = "1") -> dict:
+    return {"name": f"pin-{comm}", "match": {"comm": comm}, "cpu": {"cpus": cpus}}
+
+
+def test_running_process_new_thread_and_rollback(env, threader, tmp_path):
+    values, _ = env
+    child = Child(threader, "lt-running", tmp_path)
+    try:
+        original = child.masks()
+        assert all(mask == ALL_CPUS for mask in original.values())
+        applied = llamas("policy", "apply", "--json", str(policy(tmp_path, pin_rule("lt-running"))), env=values)
+        assert applied.returncode == 0, applied.stderr
+        assert json.loads(applied.stdout)["threads_pinned"] == 4
+        assert all(mask == {1} for mask in child.masks().values())
+        child.spawn_thread()  # a thread born after the apply
+        masks = child.masks()
+        assert len(masks) == 5 and all(mask == {1} for mask in masks.values())
+        rolled = llamas("policy", "rollback", "--json", env=values)
+        assert rolled.returncode == 0 and json.loads(rolled.stdout)["threads_restored"] == 5
+        assert all(mask == ALL_CPUS for mask in child.masks().values())
+        events = [e["event"] for e in json.loads(llamas("policy", "history", "--json", env=values).stdout)]
+        assert events == ["apply", "rollback"]
+    finally:
+        child.close()
+
+
+def test_new_process_is_pinned_by_the_controller(env, threader, tmp_path):
+    values, _ = env
+    document = policy(tmp_path, pin_rule("lt-late"))
+    controller = subprocess.Popen([str(Path(os.sys.executable).parent / "llamas"), "run", "--advisor", "none",
+                                   "--policy", str(document)], env={**os.environ, **values},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for_line(controller.stderr, "keeping generation", 60), "controller did not start"
+        started = time.monotonic()
+        child = Child(threader, "lt-late", tmp_path)
+        try:
+            while any(mask != {1} for mask in child.masks().values()):
+                assert time.monotonic() - started < 1.0, "not pinned within 1 s of exec"
+                time.sleep(0.01)
+        finally:
+            controller.send_signal(signal.SIGTERM)
+            controller.wait(timeout=30)
+            restored = child.masks()
+            child.close()
+        assert all(mask == ALL_CPUS for mask in restored.values()), "SIGTERM must roll back"
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+
+
+def _wait_for_line(stream, text: str, timeout: float) -> bool:
+    """Read lines from a pipe until one contains `text` (the controller announces itself once
+    bpf/enforce.c is attached)."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([stream], [], [], left)
+        if not ready:
+            return False
+        line = stream.readline()
+        if not line:
+            return False
+        if text in line:
+            return True
+    return False
+
+
+def test_denylisted_and_out_of_scope_processes_stay_untouched(env, threader, tmp_path):
+    values, config = env
+    (config / "config.toml").write_text('[guardrails]\ndeny_comm = ["lt-denied"]\n'
+                                        'scope_cgroups = ["/llamas-test-scope-that-is-not-there"]\n')
+    refused = llamas("policy", "apply", str(policy(tmp_path, pin_rule("lt-denied"))), env=values)
+    assert refused.returncode == 2 and "'lt-denied' is never touched (denylist)" in refused.stderr
+    child = Child(threader, "lt-outside", tmp_path)
+    try:
+        applied = llamas("policy", "apply", "--json", str(policy(tmp_path, pin_rule("lt-outside"))), env=values)
+        assert applied.returncode == 0, applied.stderr
+        assert json.loads(applied.stdout)["processes"] == 0
+        assert all(mask == ALL_CPUS for mask in child.masks().values())
+    finally:
+        child.close()
+
+
+HOSTILE = {
+    "unknown field": {"schema": "llamas.policy/v1", "rules": [], "extra": 1},
+    "missing node": {"schema": "llamas.policy/v1", "rules": [{"name": "a", "match": {"comm": "x"},
+                                                                "cpu": {"nodes": [9]}}]},
+    "empty cpus": {"schema": "llamas.policy/v1", "rules": [{"name": "a", "match": {"comm": "x"}, "cpu": {"cpus": []}}]},
+    "pid 1": {"schema": "llamas.policy/v1", "rules": [{"name": "a", "match": {"pid": 1}, "cpu": {"cpus": [0]}}]},
+    "huge budget": {"schema": "llamas.policy/v1", "rules": [{"name": "a", "match": {"comm": "x"},
+                                                               "memory": {"home_node": 0, "max_mbps": 99999}}]},
+    "10000 rules": {"schema": "llamas.policy/v1", "rules": [{"name": f"r{i}", "match": {"comm": "x"},
+                                                             "cpu": {"cpus": [0]}} for i in range(10_000)]},
+}
+
+
+def _maps_state(values: dict) -> tuple:
+    maps = PolicyMaps.open(Path(values["LLAMAS_PIN_DIR"]), create=False)
+    try:
+        slot = maps.active_slot
+        return slot, maps.tgid_rules(slot) if slot is not None else {}
+    finally:
+        maps.close()
+
+
+@pytest.mark.parametrize("case", [*HOSTILE, "deep nesting", "not utf-8"])
+def test_hostile_documents_change_nothing(env, threader, tmp_path, case):
+    values, _ = env
+    child = Child(threader, "lt-hostile", tmp_path)
+    try:
+        assert llamas("policy", "apply", str(policy(tmp_path, pin_rule("lt-hostile"))), env=values).returncode == 0
+        before_maps, before_state = _maps_state(values), llamas("policy", "show", "--json", env=values).stdout
+        path = tmp_path / "hostile.json"
+        if case == "deep nesting":
+            path.write_bytes(b'{"schema": "llamas.policy/v1", "rules": ' + b"[" * 100000 + b"]" * 100000 + b"}")
+        elif case == "not utf-8":
+            path.write_bytes(b'{"schema": "llamas.policy/v1", "rationale": "\xff\xfe", "rules": []}')
+        else:
+            path.write_text(json.dumps(HOSTILE[case]))
+        result = llamas("policy", "apply", str(path), env=values)
+        assert result.returncode == 2 and "refused, nothing changed" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert _maps_state(values) == before_maps
+        assert llamas("policy", "show", "--json", env=values).stdout == before_state
+        assert all(mask == {1} for mask in child.masks().values())
+    finally:
+        child.close()
