@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamas_ebpf.actuator.affinity import AffinityActuator, Journal
+from llamas_ebpf.actuator.pages import REGION, PageJournal, PageMover, TokenBucket, pages_of, resident_regions
 from llamas_ebpf.config import Guardrails
 from llamas_ebpf.errors import LlamasError
 from llamas_ebpf.kernel import mounts
@@ -51,6 +52,21 @@ class Enforcer:
         self.compiled: list[CompiledRule] = (
             policy_compile.compile_document(self.state.document, host) if self.state.document else []
         )
+        page_journal = PageJournal(paths.state_dir / "pages.jsonl")
+        self.pages = PageMover(TokenBucket(guard.total_max_mbps), page_journal)
+        self.budgets: dict[int, TokenBucket] = {}
+        self.queue: dict[int, list[tuple[int, int]]] = {}  # tgid -> regions still to place
+        self.rule_of: dict[int, int] = {}
+        self._set_budgets()
+        self.moved_pages = 0
+
+    def _set_budgets(self) -> None:
+        doc = self.state.document
+        self.budgets = {
+            i: TokenBucket(rule.memory.max_mbps)
+            for i, rule in enumerate(doc.rules if doc else [])
+            if rule.memory is not None
+        }
 
     def close(self) -> None:
         self.maps.close()
@@ -79,6 +95,8 @@ class Enforcer:
         self.state = PolicyState(generation, slot, doc, digest, advisor, time.time())
         self.state.save(self.paths.state_dir)
         self.compiled = compiled
+        self._set_budgets()
+        self.queue.clear()
         pinned = sum(self.pin(tgid, index) for tgid, index in taken.items())
         self.audit.append("apply", generation=generation, digest=digest, advisor=advisor,
                           document=doc.model_dump(by_alias=True, exclude_none=True),
@@ -90,11 +108,13 @@ class Enforcer:
         before = self.state.document
         self.maps.switch_to(None)
         restored = self.affinity.rollback()
+        self.queue.clear()
+        pages_back = self.pages.restore()
         self.state = PolicyState(self.state.generation, None, None, None, None, None)
         self.state.save(self.paths.state_dir)
         self.compiled = []
         self.audit.append("rollback", generation=self.state.generation, reason=reason,
-                          diff=diff(before, None), threads_restored=restored)
+                          diff=diff(before, None), threads_restored=restored, pages_restored=pages_back)
         return restored
 
     def refuse(self, digest: str, advisor: str, errors: list[str], **audit_fields: object) -> None:
@@ -102,10 +122,49 @@ class Enforcer:
 
     # ---- acting on processes ----
     def pin(self, tgid: int, rule_index: int) -> int:
+        """Take a process: pin its threads now; queue its resident memory for placement."""
         if rule_index >= len(self.compiled) or not policy_compile.touchable(tgid, self.guard):
             return 0
-        cpus = self.compiled[rule_index].cpus
-        return self.affinity.enforce(tgid, set(cpus)) if cpus else 0
+        rule = self.compiled[rule_index]
+        if rule.home_node >= 0 and self.rule_of.get(tgid) != rule_index:
+            self.rule_of[tgid] = rule_index
+            self.queue[tgid] = resident_regions(tgid)
+        return self.affinity.enforce(tgid, set(rule.cpus)) if rule.cpus else 0
+
+    def hot_region(self, tgid: int, rule_index: int, region: int) -> None:
+        """A region the kernel side saw faulting hard: place it before the rest."""
+        if self.rule_of.get(tgid) != rule_index:
+            self.pin(tgid, rule_index)
+        start = region * REGION
+        pending = self.queue.setdefault(tgid, [])
+        pending.insert(0, (start, start + REGION))
+
+    def place_pages(self) -> int:
+        """Work through the queued regions within the budgets; pages moved. Whatever a budget
+        does not allow now stays queued for the next window."""
+        moved = 0
+        for tgid in list(self.queue):
+            rule_index = self.rule_of.get(tgid)
+            if rule_index is None or rule_index >= len(self.compiled):
+                del self.queue[tgid]
+                continue
+            budget = self.budgets.get(rule_index)
+            node = self.compiled[rule_index].home_node
+            pending = self.queue[tgid]
+            while pending and budget is not None:
+                start, end = pending[0]
+                result = self.pages.move(tgid, pages_of(start, end), node, budget)
+                moved += result.moved
+                if result.gone:
+                    pending.clear()
+                    break
+                if result.deferred:
+                    break  # out of budget for this window
+                pending.pop(0)
+            if not pending:
+                del self.queue[tgid]
+        self.moved_pages += moved
+        return moved
 
     def sweep(self) -> int:
         """Take running processes the kernel side cannot classify by itself (pid, exe, cgroup
@@ -147,6 +206,9 @@ class Controller:
                 cpus = enforcer.compiled[rule].cpus
                 if cpus and enforcer.affinity.enforce_thread(tgid, tid, set(cpus)):
                     enforcer.journal.save()
+        elif kind == REQ_HOT_REGION:
+            if policy_compile.touchable(tgid, enforcer.guard):
+                enforcer.hot_region(tgid, rule, request.value)
         elif kind == REQ_EXEC and enforcer.state.document is not None:
             index = policy_compile.rule_for(enforcer.state.document, tgid)
             if index is not None and policy_compile.touchable(tgid, enforcer.guard):
@@ -164,6 +226,7 @@ class Controller:
         self.epoch += 1
         self.enforcer.maps.set_ctl(CTL_EPOCH, self.epoch)
         self.enforcer.sweep()
+        self.enforcer.place_pages()
 
     def serve(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -1,0 +1,188 @@
+"""Page placement: move_pages(2) in batches of at most ~20 ms, asking first and moving only the
+pages that are not already on the target node, within the rule's and the host's MB/s budgets.
+
+Every page moved is journalled with the node it came from (fsynced per batch), so that rollback
+can put it back. A process that exits mid-way ends its work quietly (ESRCH).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from llamas_ebpf.kernel import mempolicy
+
+PAGE = 4096
+REGION = 2 << 20
+TARGET_BATCH_S = 0.020
+
+
+class TokenBucket:
+    """A budget in bytes per second, with one second's worth of burst."""
+
+    def __init__(self, mbps: float) -> None:
+        self.rate = mbps * 1e6
+        self.tokens = self.rate
+        self.stamp = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def available(self) -> float:
+        self._refill()
+        return self.tokens
+
+    def take(self, nbytes: float) -> None:
+        self._refill()
+        self.tokens -= nbytes
+
+
+@dataclass
+class MoveResult:
+    asked: int = 0  # resident pages looked at
+    already: int = 0  # already on the target
+    moved: int = 0
+    failed: int = 0
+    gone: bool = False  # the process exited
+    deferred: int = 0  # left for later: out of budget
+
+
+class PageJournal:
+    """Pages moved, with the node each came from: JSON lines, fsynced per batch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def record(self, pid: int, moves: list[tuple[int, int]]) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(self.path, "a") as out:
+            out.write(json.dumps({"pid": pid, "pages": moves}) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+    def entries(self) -> dict[int, dict[int, int]]:
+        """pid -> {address: original node} (the first node a page was seen on)."""
+        result: dict[int, dict[int, int]] = {}
+        if not self.path.exists():
+            return result
+        for line in self.path.read_text().splitlines():
+            entry = json.loads(line)
+            pages = result.setdefault(entry["pid"], {})
+            for address, node in entry["pages"]:
+                pages.setdefault(address, node)
+        return result
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class PageMover:
+    def __init__(self, host_budget: TokenBucket, journal: PageJournal) -> None:
+        self.host_budget = host_budget
+        self.journal = journal
+        self.batch = 256  # pages per move_pages call, tuned to stay near TARGET_BATCH_S
+        self.calls = 0
+        self.seconds = 0.0
+
+    def _call(self, pid: int, addresses: list[int], nodes: list[int] | None) -> list[int]:
+        started = time.monotonic()
+        status = mempolicy.move_pages(pid, addresses, nodes)
+        elapsed = time.monotonic() - started
+        if nodes is not None:
+            self.calls += 1
+            self.seconds += elapsed
+            if elapsed > TARGET_BATCH_S and self.batch > 16:
+                self.batch //= 2
+            elif elapsed < TARGET_BATCH_S / 4 and self.batch < 4096:
+                self.batch *= 2
+        return status
+
+    def move(self, pid: int, addresses: list[int], node: int, budget: TokenBucket) -> MoveResult:
+        """Move the resident ones of `addresses` to `node`, as far as the budgets allow now."""
+        result = MoveResult()
+        try:
+            where = self._call(pid, addresses, None)
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                result.gone = True
+                return result
+            raise
+        todo = []
+        for address, status in zip(addresses, where, strict=True):
+            if status < 0:
+                continue  # not resident (or not movable): nothing to place
+            result.asked += 1
+            if status == node:
+                result.already += 1
+            else:
+                todo.append((address, status))
+        while todo:
+            allowed = int(min(budget.available(), self.host_budget.available()) // PAGE)
+            count = min(self.batch, len(todo), allowed)
+            if count <= 0:
+                result.deferred = len(todo)
+                break
+            chunk, todo = todo[:count], todo[count:]
+            try:
+                status = self._call(pid, [a for a, _ in chunk], [node] * len(chunk))
+            except OSError as exc:
+                if exc.errno == errno.ESRCH:
+                    result.gone = True
+                    break
+                raise
+            moved = [(a, src) for (a, src), s in zip(chunk, status, strict=True) if s == node]
+            result.moved += len(moved)
+            result.failed += len(chunk) - len(moved)
+            budget.take(len(moved) * PAGE)
+            self.host_budget.take(len(moved) * PAGE)
+            if moved:
+                self.journal.record(pid, moved)
+        return result
+
+    def restore(self) -> int:
+        """Move every journalled page back to its original node; how many went back."""
+        restored = 0
+        unlimited = TokenBucket(1e9)
+        for pid, pages in self.journal.entries().items():
+            by_node: dict[int, list[int]] = {}
+            for address, node in pages.items():
+                by_node.setdefault(node, []).append(address)
+            for node, addresses in by_node.items():
+                result = self.move(pid, addresses, node, unlimited)
+                restored += result.moved
+                if result.gone:
+                    break
+        self.journal.clear()
+        return restored
+
+
+def resident_regions(pid: int, proc: Path = Path("/proc")) -> list[tuple[int, int]]:
+    """The private, writable mappings of a process (heap, stacks, anonymous memory, private file
+    data), as 2 MiB-aligned [start, end) ranges clipped to each mapping."""
+    ranges = []
+    try:
+        text = (proc / str(pid) / "maps").read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        fields = line.split()
+        span, perms = fields[0], fields[1]
+        name = fields[5] if len(fields) > 5 else ""
+        if "w" not in perms or "p" not in perms or name in ("[vsyscall]", "[vvar]", "[vdso]"):
+            continue
+        start, end = (int(x, 16) for x in span.split("-"))
+        region = start - start % REGION
+        while region < end:
+            ranges.append((max(region, start), min(region + REGION, end)))
+            region += REGION
+    return ranges
+
+
+def pages_of(start: int, end: int) -> list[int]:
+    return list(range(start, end, PAGE))

@@ -1,0 +1,77 @@
+"""Policy placing memory on a real multi-node kernel (the `tiered` topology), NUMA balancing off
+so that only llamas moves pages."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from llamas_ebpf.kernel import mempolicy
+from tests.guest.conftest import set_numa_balancing
+from tests.helpers.children import Toucher
+
+PAGES = 12000  # 47 MiB per child
+MAX_MBPS = 20
+
+
+def _wait_for_line(stream, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([stream], [], [], left)[0]:
+            return False
+        line = stream.readline()
+        if not line:
+            return False
+        if text in line:
+            return True
+    return False
+
+
+def _fraction_on(pid: int, node: int) -> float:
+    pages = mempolicy.pages_per_node(pid)
+    return pages.get(node, 0) / max(sum(pages.values()), 1)
+
+
+def test_home_node_rule_moves_resident_pages_within_budget(topology, toucher_binary, tmp_path):
+    assert topology.name == "tiered"
+    set_numa_balancing(0)
+    binary = tmp_path / "lt-mem"
+    shutil.copy(toucher_binary, binary)
+    on_node1 = Toucher(binary, ("numactl", "--cpunodebind=0", "--preferred=1"))
+    on_node2 = Toucher(binary, ("numactl", "--cpunodebind=0", "--preferred=2"))
+    for child in (on_node1, on_node2):
+        child.touch("write", PAGES)
+    assert _fraction_on(on_node1.pid, 1) > 0.8 and _fraction_on(on_node2.pid, 2) > 0.8
+    document = tmp_path / "policy.json"
+    document.write_text(json.dumps({"schema": "llamas.policy/v1", "rationale": "lab", "rules": [
+        {"name": "mem-home", "match": {"comm": "lt-mem"}, "memory": {"home_node": 0, "max_mbps": MAX_MBPS}}]}))
+    env = {**os.environ, "LLAMAS_STATE_DIR": str(tmp_path / "state"), "LLAMAS_CONFIG_DIR": str(tmp_path),
+           "LLAMAS_PIN_DIR": "/sys/fs/bpf/llamas-lab"}
+    controller = subprocess.Popen(["llamas", "run", "--advisor", "none", "--policy", str(document)],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for_line(controller.stderr, "keeping generation", 300), "controller did not start"
+        started = time.monotonic()
+        samples = []
+        while time.monotonic() - started < 30:
+            fractions = [_fraction_on(c.pid, 0) for c in (on_node1, on_node2)]
+            samples.append((time.monotonic() - started, fractions))
+            if min(fractions) >= 0.95:
+                break
+            time.sleep(0.5)
+        elapsed, fractions = samples[-1]
+        assert min(fractions) >= 0.95, samples
+        # both processes share the rule's budget; the bucket allows one second of burst
+        moved_mb = 2 * PAGES * 4096 * 0.9 / 1e6
+        assert elapsed >= moved_mb / MAX_MBPS - 1.5, (elapsed, moved_mb)
+    finally:
+        controller.send_signal(signal.SIGTERM)
+        controller.wait(timeout=120)
+        for child in (on_node1, on_node2):
+            child.close()
