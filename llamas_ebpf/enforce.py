@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llamas_ebpf.actuator.affinity import AffinityActuator, Journal
 from llamas_ebpf.actuator.pages import REGION, PageJournal, PageMover, TokenBucket, pages_of, resident_regions
@@ -28,6 +29,7 @@ from llamas_ebpf.policy.state import AuditLog, PolicyState, diff
 from llamas_ebpf.policy.validate import HostFacts
 
 REQ_CLASSIFIED, REQ_VIOLATION, REQ_HOT_REGION, REQ_EXEC = 1, 2, 3, 4
+MOVE_CHUNK = 16384  # pages asked about per move_pages query
 
 
 @dataclass(frozen=True)
@@ -152,15 +154,21 @@ class Enforcer:
             node = self.compiled[rule_index].home_node
             pending = self.queue[tgid]
             while pending and budget is not None:
-                start, end = pending[0]
-                result = self.pages.move(tgid, pages_of(start, end), node, budget)
+                # several regions per call: one query syscall for up to MOVE_CHUNK pages
+                take, addresses = 0, []
+                while take < len(pending) and len(addresses) < MOVE_CHUNK:
+                    addresses += pages_of(*pending[take])
+                    take += 1
+                result = self.pages.move(tgid, addresses, node, budget)
                 moved += result.moved
                 if result.gone:
                     pending.clear()
                     break
                 if result.deferred:
-                    break  # out of budget for this window
-                pending.pop(0)
+                    # out of budget: the regions stay queued; the next window asks again, and the
+                    # pages already moved are then skipped as already placed
+                    break
+                del pending[:take]
             if not pending:
                 del self.queue[tgid]
         self.moved_pages += moved
@@ -192,10 +200,17 @@ class Controller:
         self.bpf = compile_bpf(bpf_dir, "enforce.c", [f'-DPIN_DIR="{pin}"'])
         self.bpf["requests"].open_ring_buffer(self._on_request)
         self.served = {REQ_CLASSIFIED: 0, REQ_VIOLATION: 0, REQ_HOT_REGION: 0, REQ_EXEC: 0}
+        self.handling_s = 0.0  # time spent serving requests, for the cost per request
         self.epoch = 0
 
     def _on_request(self, _ctx: object, data: int, _size: int) -> None:
-        request = self.bpf["requests"].event(data)
+        started = time.perf_counter()
+        try:
+            self._serve(self.bpf["requests"].event(data))
+        finally:
+            self.handling_s += time.perf_counter() - started
+
+    def _serve(self, request: Any) -> None:
         kind, tgid, tid, rule = request.kind, request.tgid, request.tid, request.rule
         self.served[kind] = self.served.get(kind, 0) + 1
         enforcer = self.enforcer
@@ -232,6 +247,9 @@ class Controller:
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             self.bpf.ring_buffer_poll(max(int(min(left, 0.1) * 1000), 1))
+
+    def program_fds(self) -> list[int]:
+        return [fn.fd for fn in self.bpf.funcs.values()]
 
     def close(self) -> None:
         self.bpf.cleanup()

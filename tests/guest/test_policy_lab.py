@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 from llamas_ebpf.kernel import mempolicy
 from tests.guest.conftest import set_numa_balancing
