@@ -60,6 +60,20 @@ static __always_inline struct rule_value *rule_at(u32 slot, u32 rule)
     return rules.lookup(&index);
 }
 
+/* The rule in force for a process, or NULL; its index in *rule_index. */
+static __always_inline struct rule_value *managed(u32 tgid, u32 *rule_index)
+{
+    u32 slot = ctl_word(CTL_SLOT);
+    if (slot == NO_POLICY || tgid == 0)
+        return NULL;
+    struct tgid_key key = {.slot = slot, .tgid = tgid};
+    u32 *rule = tgid_rule.lookup(&key);
+    if (!rule)
+        return NULL;
+    *rule_index = *rule;
+    return rule_at(slot, *rule_index);
+}
+
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     u32 slot = ctl_word(CTL_SLOT);
@@ -105,17 +119,8 @@ RAW_TRACEPOINT_PROBE(sched_switch)
 {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32, tid = (u32)id;
-    if (tgid == 0)
-        return 0;
-    u32 slot = ctl_word(CTL_SLOT);
-    if (slot == NO_POLICY)
-        return 0;
-    struct tgid_key key = {.slot = slot, .tgid = tgid};
-    u32 *rule = tgid_rule.lookup(&key);
-    if (!rule)
-        return 0;
-    u32 rule_index = *rule;
-    struct rule_value *value = rule_at(slot, rule_index);
+    u32 rule_index = 0;
+    struct rule_value *value = managed(tgid, &rule_index);
     if (!value || !(value->flags & RULE_CPU))
         return 0;
     u32 cpu = bpf_get_smp_processor_id();
@@ -137,15 +142,8 @@ RAW_TRACEPOINT_PROBE(page_fault_user)
 {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
-    u32 slot = ctl_word(CTL_SLOT);
-    if (slot == NO_POLICY)
-        return 0;
-    struct tgid_key key = {.slot = slot, .tgid = tgid};
-    u32 *rule = tgid_rule.lookup(&key);
-    if (!rule)
-        return 0;
-    u32 rule_index = *rule;
-    struct rule_value *value = rule_at(slot, rule_index);
+    u32 rule_index = 0;
+    struct rule_value *value = managed(tgid, &rule_index);
     if (!value || !(value->flags & RULE_MEMORY) || value->hot_faults == 0)
         return 0;
     u32 epoch = ctl_word(CTL_EPOCH);

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -13,23 +12,10 @@ import time
 
 from llamas_ebpf.kernel import mempolicy
 from tests.guest.conftest import set_numa_balancing
-from tests.helpers.children import Toucher
+from tests.helpers.children import Toucher, wait_for_line
 
 PAGES = 12000  # 47 MiB per child
 MAX_MBPS = 20
-
-
-def _wait_for_line(stream, text: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        if not select.select([stream], [], [], left)[0]:
-            return False
-        line = stream.readline()
-        if not line:
-            return False
-        if text in line:
-            return True
-    return False
 
 
 def _fraction_on(pid: int, node: int) -> float:
@@ -55,7 +41,7 @@ def test_home_node_rule_moves_resident_pages_within_budget(topology, toucher_bin
     controller = subprocess.Popen(["llamas", "run", "--advisor", "none", "--policy", str(document)],
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert _wait_for_line(controller.stderr, "keeping generation", 300), "controller did not start"
+        assert wait_for_line(controller.stderr, "keeping generation", 300), "controller did not start"
         started = time.monotonic()
         samples = []
         while time.monotonic() - started < 30:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import select
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from tests.conftest import ROOT, require
@@ -46,3 +48,18 @@ class Toucher:
             self.proc.stdin.write("exit\n")
             self.proc.stdin.close()
             self.proc.wait(timeout=10)
+
+
+def wait_for_line(stream, text: str, timeout: float) -> bool:
+    """Read lines from a pipe until one contains `text` (the controller says when bpf/enforce.c is
+    attached); False on timeout or end of stream."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([stream], [], [], left)[0]:
+            return False
+        line = stream.readline()
+        if not line:
+            return False
+        if text in line:
+            return True
+    return False

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 from llamas_ebpf.kernel import procfs
 from llamas_ebpf.policy.maps import PolicyMaps
-from tests.helpers.children import build_helper
+from tests.helpers.children import build_helper, wait_for_line
 from tests.host.conftest import llamas
 
 ALL_CPUS = set(range(os.cpu_count() or 1))
@@ -105,7 +104,7 @@ def test_new_process_is_pinned_by_the_controller(env, threader, tmp_path):
                                    "--policy", str(document)], env={**os.environ, **values},
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert _wait_for_line(controller.stderr, "keeping generation", 60), "controller did not start"
+        assert wait_for_line(controller.stderr, "keeping generation", 60), "controller did not start"
         started = time.monotonic()
         child = Child(threader, "lt-late", tmp_path)
         try:
@@ -121,22 +120,6 @@ def test_new_process_is_pinned_by_the_controller(env, threader, tmp_path):
     finally:
         if controller.poll() is None:
             controller.kill()
-
-
-def _wait_for_line(stream, text: str, timeout: float) -> bool:
-    """Read lines from a pipe until one contains `text` (the controller announces itself once
-    bpf/enforce.c is attached)."""
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([stream], [], [], left)
-        if not ready:
-            return False
-        line = stream.readline()
-        if not line:
-            return False
-        if text in line:
-            return True
-    return False
 
 
 def test_denylisted_and_out_of_scope_processes_stay_untouched(env, threader, tmp_path):
