@@ -1,7 +1,8 @@
 """`llamas devices --capture DIR`: copy the sysfs files the inventory reads into DIR, laid out as
 under `/`, so that `llamas devices --sysfs-root DIR` shows the same host elsewhere (to share,
 diff, or test against). Symbolic links become plain files and directories, except a network
-interface's `device`, kept as a relative link to its PCI function."""
+interface's `device` (a relative link to its PCI function) and a node's HMAT initiators (relative
+links to the initiator nodes). Nothing is left as an empty directory, which git would drop."""
 
 from __future__ import annotations
 
@@ -42,7 +43,10 @@ def capture(dest: Path, root: Path = Path("/")) -> int:
             target.mkdir(parents=True, exist_ok=True)
             copied += sum(_copy(root, dest, f"{rel}/{access.name}/initiators/{f}") for f in _ACCESS_FILES)
             for initiator in initiators.glob("node[0-9]*"):
-                (target / initiator.name).mkdir(exist_ok=True)
+                # A symlink, as in sysfs: git (and tar) keep links but drop empty directories.
+                link = target / initiator.name
+                if not link.is_symlink():
+                    os.symlink(f"../../../{initiator.name}", link)
     for tier in sorted((root / "sys/devices/virtual/memory_tiering").glob("memory_tier*")):
         copied += _copy(root, dest, f"sys/devices/virtual/memory_tiering/{tier.name}/nodelist")
     for device in sorted((root / "sys/bus/pci/devices").glob("*")):
@@ -51,7 +55,11 @@ def capture(dest: Path, root: Path = Path("/")) -> int:
         rel = f"sys/class/net/{nic.name}"
         copied += sum(_copy(root, dest, f"{rel}/{f}") for f in ("address", "speed", "operstate"))
         for queue in sorted((root / rel / "queues").glob("[rt]x-*")):
-            (dest / rel / "queues" / queue.name).mkdir(parents=True, exist_ok=True)
+            mask = "rps_cpus" if queue.name.startswith("rx-") else "xps_cpus"
+            if not _copy(root, dest, f"{rel}/queues/{queue.name}/{mask}"):
+                # An unreadable mask still leaves a file, so the queue is counted after a git clone.
+                (dest / rel / "queues" / queue.name).mkdir(parents=True, exist_ok=True)
+                (dest / rel / "queues" / queue.name / mask).write_text("")
         link = dest / rel / "device"
         if nic.pci_address is not None and not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)

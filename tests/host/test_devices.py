@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from llamas_ebpf.kernel import nodes
@@ -25,9 +26,16 @@ def test_live_inventory_matches_sysfs(tmp_path):
 def test_capture_reads_back_the_same(tmp_path):
     capture = tmp_path / "tree"
     assert llamas("devices", "--capture", str(capture)).returncode == 0
+    # The tree is meant to be shared: read it back from a git clone, which keeps no empty directories.
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C"]
+    subprocess.run([*git, str(capture), "init", "-q"], check=True)
+    subprocess.run([*git, str(capture), "add", "-A"], check=True)
+    subprocess.run([*git, str(capture), "commit", "-q", "-m", "capture"], check=True)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(capture), str(clone)], check=True)
     live = json.loads(llamas("devices", "--json", "--devices", str(EXAMPLES)).stdout)
     again = json.loads(
-        llamas("devices", "--json", "--devices", str(EXAMPLES), "--sysfs-root", str(capture)).stdout
+        llamas("devices", "--json", "--devices", str(EXAMPLES), "--sysfs-root", str(clone)).stdout
     )
     for key in ("nodes", "nics", "gpus", "cxl", "dax", "conflicts", "undescribed", "described_absent"):
         assert again[key] == live[key], key
