@@ -286,21 +286,132 @@ def _stop(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+ADVISORS = ("heuristic", "claude", "replay", "none")
+
+
 @app.command()
 def run(
     advisor: Annotated[
-        str, typer.Option("--advisor", help="Who writes policy: none (keep the given one).")
-    ] = "none",
+        str, typer.Option("--advisor", help="heuristic, claude, replay, or none (keep the given policy).")
+    ] = "heuristic",
     policy: Annotated[Path | None, typer.Option("--policy", help="Apply this document first.")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the policy in force on exit.")] = False,
-    interval: Annotated[float, typer.Option("--interval", help="Seconds per window.")] = 1.0,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds per observation interval.")] = 1.0,
+    decide_every: Annotated[
+        float | None, typer.Option("--decide-every", help="Seconds per decision (60 claude, 10 others).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and log, apply nothing.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="One cycle, then exit; the policy stays.")
+    ] = False,
+    devices_dir: Annotated[
+        Path | None,
+        typer.Option("--devices", help="Device descriptions (*.toml); default $LLAMAS_CONFIG_DIR/devices."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", envvar="LLAMAS_MODEL", help="Claude model (default: a current Sonnet).")
+    ] = None,
+    replay: Annotated[
+        Path | None, typer.Option("--replay", help="Audit log for --advisor replay.")
+    ] = None,
+    fallback: Annotated[
+        str | None, typer.Option("--fallback", help="When the LLM fails: keep or heuristic.")
+    ] = None,
+    revert_threshold: Annotated[
+        float, typer.Option("--revert-threshold", help="Remote-fraction rise that reverts a generation.")
+    ] = 0.2,
 ) -> None:
-    """Keep the policy in force until SIGINT/SIGTERM, which roll it back unless --keep."""
+    """Keep placement policy in force: observe, ask the advisor every window, validate, apply,
+    measure, revert what made things worse. SIGINT/SIGTERM roll back unless --keep (or --once)."""
+    from llamas_ebpf import config
     from llamas_ebpf.enforce import Controller
     from llamas_ebpf.paths import Paths
 
-    if advisor != "none":
-        raise LlamasError(f"advisor '{advisor}' is not available in this version: use --advisor none")
+    if advisor not in ADVISORS:
+        raise LlamasError(f"unknown advisor '{advisor}': choose one of {', '.join(ADVISORS)}")
+    if advisor == "replay" and replay is None:
+        raise LlamasError("--advisor replay needs --replay AUDIT_LOG")
+    if fallback not in (None, "keep", "heuristic"):
+        raise LlamasError(f"unknown fallback '{fallback}': keep or heuristic")
+    if interval <= 0 or (decide_every is not None and decide_every < interval):
+        raise LlamasError("--interval must be positive and --decide-every at least one interval")
+    if advisor == "none":
+        if dry_run or once:
+            raise LlamasError("--dry-run and --once need an advisor: heuristic, claude or replay")
+        _run_without_advisor(policy, keep, interval)
+        return
+    paths = Paths.from_env()
+    settings = config.load(paths)
+    if policy is not None:
+        policy_apply(policy, json_out=False)
+    chosen = _advisor(advisor, settings.llm, paths, model, replay)
+    fallback = fallback or settings.llm.fallback
+    from llamas_ebpf.advise.heuristic import HeuristicAdvisor
+    from llamas_ebpf.devices.inventory import discover
+    from llamas_ebpf.loop import Options, RunLoop, description_texts
+    from llamas_ebpf.sense import Sensor
+
+    devices_dir = devices_dir or paths.config_dir / "devices"
+    inventory = discover(devices_dir=devices_dir)
+    for error in inventory.description_errors:
+        print(f"llamas: {error} (description ignored)", file=sys.stderr)
+    options = Options(decide_every=decide_every or (60.0 if advisor == "claude" else 10.0), interval=interval,
+                      dry_run=dry_run, once=once, revert_threshold=revert_threshold)
+    enforcer = _enforcer()
+    sensor = controller = None
+    failed = False
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        sensor = Sensor()
+        controller = Controller(enforcer, paths.bpf_dir)
+        texts = description_texts(devices_dir)
+        backup = HeuristicAdvisor() if fallback == "heuristic" and advisor != "heuristic" else None
+        loop = RunLoop(enforcer, sensor, controller, chosen, inventory, options, texts, fallback=backup)
+        mode = "dry run, " if dry_run else ""
+        print(f"llamas: {mode}{advisor} advisor deciding every {options.decide_every:g} s"
+              f"{' (once)' if once else ' (Ctrl-C to stop)'}", file=sys.stderr)
+        enforcer.sweep()
+        last = loop.run()
+        if once and (last.get("event") == "refused" or last.get("outcome") == "unavailable"):
+            failed = True  # nothing changed; a script should know
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if controller is not None:
+            controller.close()
+        if sensor is not None:
+            sensor.close()
+        if not (keep or once or dry_run) and enforcer.state.document is not None:
+            restored = enforcer.rollback("controller stopped")
+            print(f"llamas: rolled back; {restored} threads restored", file=sys.stderr)
+        enforcer.close()
+    if failed:
+        raise typer.Exit(1)
+
+
+def _advisor(name: str, llm, paths, model: str | None, replay: Path | None):  # type: ignore[no-untyped-def]
+    if name == "heuristic":
+        from llamas_ebpf.advise.heuristic import HeuristicAdvisor
+
+        return HeuristicAdvisor()
+    if name == "replay":
+        from llamas_ebpf.advise.replay import ReplayAdvisor
+
+        assert replay is not None
+        return ReplayAdvisor(replay)
+    from llamas_ebpf.advise.claude import ClaudeAdvisor
+    from llamas_ebpf.policy.state import AuditLog
+
+    env = os.environ.get
+    return ClaudeAdvisor(llm, AuditLog(paths.state_dir), model=model, api_key=env("ANTHROPIC_API_KEY"),
+                         base_url=env("ANTHROPIC_BASE_URL"))
+
+
+def _run_without_advisor(policy: Path | None, keep: bool, interval: float) -> None:
+    from llamas_ebpf.enforce import Controller
+    from llamas_ebpf.paths import Paths
+
     if policy is not None:
         policy_apply(policy, json_out=False)
     enforcer = _enforcer()

@@ -12,7 +12,7 @@ every policy document, whoever wrote it; no document can change them.
 from __future__ import annotations
 
 import tomllib
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -37,10 +37,28 @@ class Guardrails(BaseModel):
         return set(BUILTIN_DENY_COMM) | set(self.deny_comm)
 
 
+class LlmConfig(BaseModel):
+    """[llm] in config.toml: how the claude advisor talks to the Messages API. The API key is
+    never stored here: ANTHROPIC_API_KEY. The base URL also comes from ANTHROPIC_BASE_URL."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = None  # default: the newest Sonnet the installed SDK does not deprecate
+    base_url: str | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 60.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    max_calls_per_hour: Annotated[int, Field(ge=1)] = 60
+    max_tokens_per_hour: Annotated[int, Field(ge=1000)] = 600_000
+    prompt_budget_tokens: Annotated[int, Field(ge=2000, le=200_000)] = 6000
+    max_output_tokens: Annotated[int, Field(ge=256, le=32_000)] = 4096
+    fallback: Literal["keep", "heuristic"] = "keep"  # when the LLM cannot answer
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     guardrails: Guardrails = Guardrails()
+    llm: LlmConfig = LlmConfig()
 
 
 def load(paths: Paths | None = None) -> Config:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from llamas_ebpf.actuator.affinity import AffinityActuator, Journal
+from llamas_ebpf.actuator.cold import ColdTracker
 from llamas_ebpf.actuator.pages import REGION, PageJournal, PageMover, TokenBucket, pages_of, resident_regions
 from llamas_ebpf.config import Guardrails
 from llamas_ebpf.errors import LlamasError
@@ -57,7 +58,9 @@ class Enforcer:
         page_journal = PageJournal(paths.state_dir / "pages.jsonl")
         self.pages = PageMover(TokenBucket(guard.total_max_mbps), page_journal)
         self.budgets: dict[int, TokenBucket] = {}
-        self.queue: dict[int, list[tuple[int, int]]] = {}  # tgid -> regions still to place
+        self.queue: dict[int, list[tuple[int, int, int]]] = {}  # tgid -> (start, end, node) to place
+        self.cold = ColdTracker()
+        self.demoted_pages = 0
         self.rule_of: dict[int, int] = {}
         self._set_budgets()
         self.moved_pages = 0
@@ -111,6 +114,8 @@ class Enforcer:
         self.maps.switch_to(None)
         restored = self.affinity.rollback()
         self.queue.clear()
+        self.rule_of.clear()
+        self.cold.marked.clear()
         pages_back = self.pages.restore()
         self.state = PolicyState(self.state.generation, None, None, None, None, None)
         self.state.save(self.paths.state_dir)
@@ -130,16 +135,42 @@ class Enforcer:
         rule = self.compiled[rule_index]
         if rule.home_node >= 0 and self.rule_of.get(tgid) != rule_index:
             self.rule_of[tgid] = rule_index
-            self.queue[tgid] = resident_regions(tgid)
+            self.queue[tgid] = [(start, end, rule.home_node) for start, end in resident_regions(tgid)]
+            if rule.demote_node >= 0:
+                self.cold.mark(tgid)  # coldness is measured from now
         return self.affinity.enforce(tgid, set(rule.cpus)) if rule.cpus else 0
 
     def hot_region(self, tgid: int, rule_index: int, region: int) -> None:
         """A region the kernel side saw faulting hard: place it before the rest."""
         if self.rule_of.get(tgid) != rule_index:
             self.pin(tgid, rule_index)
+        if rule_index >= len(self.compiled):
+            return
         start = region * REGION
         pending = self.queue.setdefault(tgid, [])
-        pending.insert(0, (start, start + REGION))
+        pending.insert(0, (start, start + REGION, self.compiled[rule_index].home_node))
+
+    def demote_cold(self) -> int:
+        """For rules with a demote_node: queue the mappings of each taken process that went
+        unaccessed for the rule's cold_seconds, then start the next measurement. Regions queued."""
+        doc = self.state.document
+        queued = 0
+        for tgid, rule_index in list(self.rule_of.items()):
+            if doc is None or rule_index >= len(self.compiled) or self.compiled[rule_index].demote_node < 0:
+                self.cold.forget(tgid)
+                continue
+            memory = doc.rules[rule_index].memory
+            seconds = memory.cold_seconds if memory is not None else 30
+            if tgid not in self.cold.marked:
+                self.cold.mark(tgid)
+            elif self.cold.due(tgid, seconds):
+                node = self.compiled[rule_index].demote_node
+                cold = [(start, end, node) for start, end in self.cold.cold_ranges(tgid)]
+                self.queue.setdefault(tgid, []).extend(cold)
+                queued += len(cold)
+                if not self.cold.mark(tgid):  # gone
+                    del self.rule_of[tgid]
+        return queued
 
     def place_pages(self) -> int:
         """Work through the queued regions within the budgets; pages moved. Whatever a budget
@@ -151,16 +182,19 @@ class Enforcer:
                 del self.queue[tgid]
                 continue
             budget = self.budgets.get(rule_index)
-            node = self.compiled[rule_index].home_node
             pending = self.queue[tgid]
             while pending and budget is not None:
-                # several regions per call: one query syscall for up to MOVE_CHUNK pages
+                # several regions per call, all to one node: one query syscall for up to
+                # MOVE_CHUNK pages
+                node = pending[0][2]
                 take, addresses = 0, []
-                while take < len(pending) and len(addresses) < MOVE_CHUNK:
-                    addresses += pages_of(*pending[take])
+                while take < len(pending) and len(addresses) < MOVE_CHUNK and pending[take][2] == node:
+                    addresses += pages_of(*pending[take][:2])
                     take += 1
                 result = self.pages.move(tgid, addresses, node, budget)
                 moved += result.moved
+                if node == self.compiled[rule_index].demote_node:
+                    self.demoted_pages += result.moved
                 if result.gone:
                     pending.clear()
                     break
@@ -241,6 +275,7 @@ class Controller:
         self.epoch += 1
         self.enforcer.maps.set_ctl(CTL_EPOCH, self.epoch)
         self.enforcer.sweep()
+        self.enforcer.demote_cold()
         self.enforcer.place_pages()
 
     def serve(self, seconds: float) -> None:

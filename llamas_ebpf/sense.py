@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from llamas_ebpf.errors import LlamasError
-from llamas_ebpf.kernel import bpfsys, features, mounts, nodes, procfs
+from llamas_ebpf.kernel import bpfsys, features, mempolicy, mounts, nodes, procfs
 from llamas_ebpf.paths import Paths
 from llamas_ebpf.probes.base import Probe, ProbeOptions, SnapshotBuilder, prog_stats
 from llamas_ebpf.probes.cpu_migrate import CpuMigrateProbe
@@ -79,6 +79,7 @@ class Sensor:
         bpf_dir: Path | None = None,
         bpf_stats: bool = False,
         only: set[str] | None = None,
+        detail_top: int = 16,
     ) -> None:
         if os.geteuid() == 0:
             mounts.ensure_mounted()
@@ -94,6 +95,7 @@ class Sensor:
             cpu_to_node=self.cpu_to_node,
             pfn_ranges=nodes.pfn_ranges(),
         )
+        self.detail_top = detail_top  # processes per snapshot given a CPU node and pages per node
         self.probes: list[Probe] = []
         self.health: dict[str, ProbeHealth] = {}
         self._stats_fd = bpfsys.enable_stats() if bpf_stats else None
@@ -165,6 +167,11 @@ class Sensor:
             sample.comm = out.comms.get(pid) or procfs.comm(pid) or "?"
             processes.append(sample)
         processes.sort(key=lambda p: (-p.total_faults, p.pid))
+        for sample in processes[: self.detail_top]:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                sample.cpu_node = self.cpu_to_node.get(procfs.stat(sample.pid).processor)
+            with contextlib.suppress(OSError):
+                sample.resident_by_node = mempolicy.pages_per_node(sample.pid)
 
         node_samples = []
         for node in self.node_ids:

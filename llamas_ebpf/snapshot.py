@@ -96,6 +96,9 @@ class ProcessSample:
     page_migrations: dict[str, int] = field(default_factory=dict)  # reason -> pages moved
     delays: Delays | None = None
     regions: list[Region] = field(default_factory=list)
+    # for the busiest processes of the interval only (Sensor.detail_top), from /proc:
+    cpu_node: int | None = None  # the node of the CPU it last ran on
+    resident_by_node: dict[int, int] | None = None  # resident pages per node (numa_maps)
 
     @property
     def total_faults(self) -> int:

@@ -18,6 +18,7 @@ class ProcStat:
     stime_ticks: int
     num_threads: int
     rss_pages: int
+    processor: int  # the CPU it last ran on
 
 
 def stat(pid: int, proc: Path = PROC) -> ProcStat:
@@ -34,6 +35,7 @@ def stat(pid: int, proc: Path = PROC) -> ProcStat:
         stime_ticks=int(rest[12]),
         num_threads=int(rest[17]),
         rss_pages=int(rest[21]),
+        processor=int(rest[36]),
     )
 
 
@@ -79,3 +81,12 @@ def vmstat(proc: Path = PROC) -> dict[str, int]:
         key, _, value = line.partition(" ")
         result[key] = int(value)
     return result
+
+
+def cmdline(pid: int, proc: Path = PROC, limit: int = 4096) -> str:
+    """The command line, arguments joined by spaces; '' for kernel threads or a process gone."""
+    try:
+        raw = (proc / str(pid) / "cmdline").read_bytes()[:limit]
+    except OSError:
+        return ""
+    return raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")

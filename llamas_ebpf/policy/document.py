@@ -95,6 +95,8 @@ class MemorySpec(_Strict):
     demote_node: NodeId | None = None
     hot_faults: Annotated[int, Field(ge=1, le=1_000_000)] = 8  # faults per 2 MiB region per window
     max_mbps: Annotated[int, Field(ge=1, le=100_000)] = 100  # this rule's migration budget
+    # a mapping not accessed for this long is cold, and goes to demote_node
+    cold_seconds: Annotated[int, Field(ge=2, le=86_400)] = 30
 
     @model_validator(mode="after")
     def _distinct(self) -> MemorySpec:

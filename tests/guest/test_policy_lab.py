@@ -60,3 +60,46 @@ def test_home_node_rule_moves_resident_pages_within_budget(topology, toucher_bin
         controller.wait(timeout=120)
         for child in (on_node1, on_node2):
             child.close()
+
+
+def _nodes_of(pid: int, start: int, pages: int) -> list[int]:
+    return mempolicy.move_pages(pid, [start + i * 4096 for i in range(pages)], None)
+
+
+def test_demote_node_moves_cold_mappings_to_node2(topology, toucher_binary, tmp_path):
+    """One mapping kept busy, one written once and left alone: with `demote_node: 2` the idle one
+    ends up on the slow node2 and the busy one stays on node0, by move_pages' own query."""
+    assert topology.name == "tiered"
+    set_numa_balancing(0)
+    binary = tmp_path / "lt-cold"
+    shutil.copy(toucher_binary, binary)
+    child = Toucher(binary, ("numactl", "--cpunodebind=0", "--preferred=0"))
+    pages = 3000
+    cold = child.touch("write", pages)
+    hot = child.touch("write", pages)
+    assert _nodes_of(child.pid, cold, pages).count(0) == pages
+    document = tmp_path / "policy.json"
+    document.write_text(json.dumps({"schema": "llamas.policy/v1", "rationale": "lab", "rules": [
+        {"name": "demote-cold", "match": {"comm": "lt-cold"},
+         "memory": {"home_node": 0, "demote_node": 2, "cold_seconds": 3, "max_mbps": 500}}]}))
+    env = {**os.environ, "LLAMAS_STATE_DIR": str(tmp_path / "state"), "LLAMAS_CONFIG_DIR": str(tmp_path),
+           "LLAMAS_PIN_DIR": "/sys/fs/bpf/llamas-lab"}
+    controller = subprocess.Popen(["llamas", "run", "--advisor", "none", "--policy", str(document)],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for_line(controller.stderr, "keeping generation", 300), "controller did not start"
+        started, seen = time.monotonic(), []
+        while time.monotonic() - started < 60:
+            child.command("spinlast 1")  # the hot mapping stays referenced
+            cold_nodes, hot_nodes = _nodes_of(child.pid, cold, pages), _nodes_of(child.pid, hot, pages)
+            seen.append((round(time.monotonic() - started, 1), cold_nodes.count(2), hot_nodes.count(0)))
+            if cold_nodes.count(2) >= 0.95 * pages:
+                break
+        assert seen[-1][1] >= 0.95 * pages, seen
+        assert seen[-1][2] == pages, seen  # nothing of the busy mapping left node0
+    finally:
+        controller.send_signal(signal.SIGTERM)
+        controller.wait(timeout=120)
+    # the clean stop rolled back: the demoted pages are home again, as before the policy
+    assert _nodes_of(child.pid, cold, pages).count(0) >= 0.95 * pages
+    child.close()

@@ -23,9 +23,9 @@ def build_helper(name: str, out: Path) -> Path:
 class Toucher:
     """A child that touches pages when told, so a test can bracket exactly that work."""
 
-    def __init__(self, binary: Path, prefix: tuple[str, ...] = ()) -> None:
+    def __init__(self, binary: Path, prefix: tuple[str, ...] = (), args: tuple[str, ...] = ()) -> None:
         self.proc = subprocess.Popen(
-            [*prefix, str(binary)],
+            [*prefix, str(binary), *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         self.pid = self.proc.pid

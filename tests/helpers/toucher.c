@@ -4,7 +4,8 @@
  * stdin: "write N" / "read N" maps N new pages (THP off, so each is one 4 KiB fault) and
  * touches each once, then prints "done ADDRESS" (the mapping's start, for move_pages);
  * "spin SECONDS" re-reads every page mapped so far for that long, then prints "done";
- * "exit" ends. */
+ * "spinlast SECONDS" does the same for the last mapping only; "exit" ends. Each mapping is
+ * followed by a PROT_NONE guard page, so mappings stay apart as the kernel's VMAs. */
 #include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,19 +25,20 @@ int main(void)
     while (scanf("%31s", command) == 1 && strcmp(command, "exit") != 0) {
         if (scanf("%ld", &count) != 1)
             return 2;
-        if (strcmp(command, "spin") == 0) {
+        if (strcmp(command, "spin") == 0 || strcmp(command, "spinlast") == 0) {
             time_t end = time(NULL) + count;
+            int first = strcmp(command, "spin") == 0 ? 0 : nareas - 1;
             while (time(NULL) < end)
-                for (int a = 0; a < nareas; a++)
+                for (int a = first < 0 ? 0 : first; a < nareas; a++)
                     for (long i = 0; i < sizes[a]; i++)
                         sink += ((volatile char *)areas[a])[i * page];
             printf("done\n");
             fflush(stdout);
             continue;
         }
-        char *area = mmap(NULL, count * page, PROT_READ | PROT_WRITE,
+        char *area = mmap(NULL, (count + 1) * page, PROT_READ | PROT_WRITE,
                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (area == MAP_FAILED)
+        if (area == MAP_FAILED || mprotect(area + count * page, page, PROT_NONE) != 0)
             return 3;
         madvise(area, count * page, MADV_NOHUGEPAGE);
         int write = strcmp(command, "write") == 0;

@@ -1,0 +1,236 @@
+"""The built-in advisor: a few placement rules a performance engineer would apply by hand, each
+one explained. Deterministic: the same window, inventory and policy give the same document.
+
+What it does, busiest process first, one rule per process at most:
+  gpu        busy on a GPU (CUDA calls) -> its threads and memory on that GPU's node;
+  dram       write-heavy with its pages on a write-slow node -> home on the fast node;
+  colocate   a high remote-allocation or remote-hint fraction -> CPUs and memory on one node
+             (threads go to the memory when that node has CPUs, else memory comes home);
+  readmostly reads, hardly any writes, and a node that reads fast but writes slowly -> home there;
+  tier       big and busy on the fast tier, with a slower tier present -> cold mappings demoted.
+Memory rules get `demote_node` on the slowest tier, except a write-slow one for a writer.
+Restraint: nothing for processes below MIN_EVENTS events a window (or MIN_GPU_CALLS), nothing
+for what the guardrails forbid, and at most the guardrails' rule count. Hysteresis: a rule it
+wrote stays while its process lives (its evidence fades once the rule works, which is no reason
+to drop it), unless the loop reverted it; rules an administrator wrote are kept as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from llamas_ebpf.advise.base import Advice, AdvisorInput
+from llamas_ebpf.advise.summary import ProcSummary
+from llamas_ebpf.devices.inventory import Inventory, NodeInfo
+from llamas_ebpf.kernel import procfs
+from llamas_ebpf.policy import compile as policy_compile
+from llamas_ebpf.policy.document import SCHEMA, PolicyDocument, Rule
+
+MIN_EVENTS = 512  # faults + allocations + hinting faults in a window
+MIN_GPU_CALLS = 100
+REMOTE_ENTER = 0.30  # remote fraction that makes a rule
+WRITE_HEAVY = 0.30
+READ_MOSTLY = 0.10
+BIG_PAGES = 65536  # 256 MiB resident
+MAX_MBPS = 200
+PREFIX = "h-"
+
+
+def write_slow(node: NodeInfo) -> bool:
+    """Writes at least twice as slow as reads (latency or bandwidth), or described as pmem."""
+    if node.type == "pmem":
+        return True
+    if node.read_latency_ns and node.write_latency_ns and node.write_latency_ns >= 2 * node.read_latency_ns:
+        return True
+    return bool(node.read_bandwidth_mbps and node.write_bandwidth_mbps
+                and node.write_bandwidth_mbps * 2 <= node.read_bandwidth_mbps)
+
+
+class Topology:
+    """The inventory as the heuristic sees it: tiers, fast nodes with CPUs, slow nodes."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        memory = [n for n in inventory.nodes if (n.memory_mb or 0) > 0 or n.memory_mb is None]
+        tiers = sorted({n.tier for n in memory if n.tier is not None})
+        self.fast_tier = tiers[0] if tiers else None
+        self.nodes = {n.id: n for n in memory}
+        self.fast = [n.id for n in memory if n.cpus and (n.tier is None or n.tier == self.fast_tier)]
+        self.slow = sorted((n for n in memory if n.tier is not None and n.tier != self.fast_tier),
+                           key=lambda n: (-(n.tier or 0), n.id))
+        self.gpus = inventory.gpus
+        fastest = min((n.read_latency_ns for n in memory if n.id in self.fast and n.read_latency_ns),
+                      default=None)
+        self.fastest_read_ns = fastest
+
+    def has_cpus(self, node: int) -> bool:
+        info = self.nodes.get(node)
+        return bool(info and info.cpus)
+
+    def is_fast(self, node: int) -> bool:
+        return node in self.fast
+
+    def write_slow_nodes(self) -> list[NodeInfo]:
+        return [n for n in self.slow if write_slow(n)]
+
+    def demote_target(self, writer: bool) -> int | None:
+        """The slowest tier's node, skipping write-slow ones for a writer."""
+        for node in self.slow:
+            if writer and write_slow(node):
+                continue
+            return node.id
+        return None
+
+    def home_for(self, p: ProcSummary) -> int | None:
+        if p.cpu_node is not None and self.is_fast(p.cpu_node):
+            return p.cpu_node
+        return self.fast[0] if self.fast else None
+
+
+def _majority(counts: dict[int, int]) -> tuple[int | None, float]:
+    total = sum(counts.values())
+    if not total:
+        return None, 0.0
+    node = max(sorted(counts), key=lambda n: counts[n])
+    return node, counts[node] / total
+
+
+def _pct(x: float) -> str:
+    return f"{round(100 * x)}%"
+
+
+class HeuristicAdvisor:
+    name = "heuristic"
+
+    def __init__(self, touchable: Callable[[int], bool] | None = None,
+                 alive: Callable[[int], bool] | None = None) -> None:
+        self._touchable = touchable
+        self._alive = alive or procfs.alive
+
+    def advise(self, given: AdvisorInput) -> Advice:
+        touchable = self._touchable or (lambda pid: policy_compile.touchable(pid, given.guard))
+        topo = Topology(given.inventory)
+        reverted = _reverted_pids(given.recent)
+        rules: list[dict] = []
+        why: dict[str, str] = {}
+        taken: set[int] = set()
+        comms: set[str] = set()
+        current = given.current.rules if given.current else []
+        for rule in current:  # administrator's rules, and ours still standing
+            pid = rule.match.pid
+            ours = rule.name.startswith(PREFIX)
+            if ours and (pid is None or not self._alive(pid) or pid in reverted):
+                continue
+            rules.append(rule.model_dump(by_alias=True, exclude_none=True))
+            why[rule.name] = "kept: its process still runs" if ours else "kept: not written by this advisor"
+            if pid is not None:
+                taken.add(pid)
+            if rule.match.comm is not None:
+                comms.add(rule.match.comm)
+        for p in given.window.processes:
+            if len(rules) >= given.guard.max_rules:
+                break
+            if p.pid in taken or p.comm in comms or p.pid in reverted:
+                continue
+            if p.activity < MIN_EVENTS and p.gpu_calls < MIN_GPU_CALLS:
+                continue
+            proposal = self._rule_for(p, topo)
+            if proposal is None or not touchable(p.pid):
+                continue
+            rule, reason = proposal
+            rules.append(rule)
+            why[rule["name"]] = reason
+            taken.add(p.pid)
+        rationale = "; ".join(f"{name}: {reason}" for name, reason in why.items()) or "no rule is warranted"
+        if len(rationale) > 4000:
+            rationale = rationale[:3990] + " [more]"
+        document = {"schema": SCHEMA, "rationale": rationale, "rules": rules}
+        unchanged = given.current is not None and _same(given.current, document)
+        return Advice(self.name, json.dumps(document).encode(), rationale, why,
+                      keep_current=unchanged or (given.current is None and not rules))
+
+    def _rule_for(self, p: ProcSummary, topo: Topology) -> tuple[dict, str] | None:
+        pages = p.resident_by_node or p.alloc_by_node
+        mem_node, mem_share = _majority(pages)
+        writes = p.write_fraction
+        name = lambda kind: f"{PREFIX}{kind}-{p.pid}"  # noqa: E731
+        match = {"pid": p.pid}
+
+        def memory(home: int, writer: bool) -> dict:
+            spec: dict = {"home_node": home, "max_mbps": MAX_MBPS}
+            demote = topo.demote_target(writer)
+            if demote is not None and demote != home:
+                spec["demote_node"] = demote
+            return spec
+
+        if p.gpu_calls >= MIN_GPU_CALLS and topo.gpus:
+            index = _gpu_of(p.pid, topo)
+            if index is not None:
+                node = topo.gpus[index].numa_node
+                return ({"name": name("gpu"), "match": match, "gpu": {"device": index}},
+                        f"{p.gpu_calls} CUDA calls in the window; threads and memory go to GPU {index}'s "
+                        f"node {node}")
+        slow_writer = mem_node is not None and mem_node in {n.id for n in topo.write_slow_nodes()}
+        if slow_writer and writes >= WRITE_HEAVY and mem_share >= 0.5:
+            home = topo.home_for(p)
+            if home is not None:
+                return ({"name": name("dram"), "match": match, "memory": memory(home, True)},
+                        f"write-heavy ({_pct(writes)} of faults are writes) with {_pct(mem_share)} of its "
+                        f"pages on node {mem_node}, which writes slowly: home on node {home}")
+        remote = max(p.remote_alloc_fraction, p.remote_hint_fraction)
+        if remote >= REMOTE_ENTER:
+            if mem_node is not None and topo.has_cpus(mem_node) and topo.is_fast(mem_node):
+                return ({"name": name("colocate"), "match": match, "cpu": {"nodes": [mem_node]},
+                         "memory": memory(mem_node, writes >= WRITE_HEAVY)},
+                        f"{_pct(remote)} of its allocations or hinting faults are remote and "
+                        f"{_pct(mem_share)} of its pages are on node {mem_node}: threads go there")
+            home = topo.home_for(p)
+            if home is not None:
+                return ({"name": name("colocate"), "match": match, "cpu": {"nodes": [home]},
+                         "memory": memory(home, writes >= WRITE_HEAVY)},
+                        f"{_pct(remote)} remote, pages mostly on node {mem_node} (no CPUs or a slower "
+                        f"tier): memory comes home to node {home}, threads stay there")
+        slow_readers = [n for n in topo.write_slow_nodes() if topo.fastest_read_ns and n.read_latency_ns
+                        and n.read_latency_ns <= 1.5 * topo.fastest_read_ns]
+        if slow_readers and p.faults >= MIN_EVENTS and writes <= READ_MOSTLY:
+            target = slow_readers[0]
+            return ({"name": name("readmostly"), "match": match,
+                     "memory": {"home_node": target.id, "max_mbps": MAX_MBPS}},
+                    f"read-mostly ({_pct(writes)} of faults are writes); node {target.id} reads nearly as "
+                    f"fast as DRAM ({target.read_latency_ns} ns) but writes slowly: its pages go there, "
+                    f"which frees DRAM for writers")
+        big = sum(pages.values()) >= BIG_PAGES
+        if big and mem_node is not None and topo.is_fast(mem_node):
+            demote = topo.demote_target(writes >= WRITE_HEAVY)
+            if demote is not None:
+                return ({"name": name("tier"), "match": match,
+                         "memory": {"home_node": mem_node, "demote_node": demote, "max_mbps": MAX_MBPS}},
+                        f"{sum(pages.values()) * 4 // 1024} MiB and busy: hot pages stay on node {mem_node}, "
+                        f"mappings left idle go to node {demote}")
+        return None
+
+
+def _gpu_of(pid: int, topo: Topology) -> int | None:
+    placed = [(i, g) for i, g in enumerate(topo.gpus)
+              if g.numa_node is not None and topo.has_cpus(g.numa_node)]
+    for index, gpu in placed:
+        if pid in gpu.process_memory_mb:
+            return index
+    return placed[0][0] if placed else None
+
+
+def _reverted_pids(recent: list[dict]) -> set[int]:
+    pids: set[int] = set()
+    for entry in recent:
+        if entry.get("event") == "revert":
+            for rule in (entry.get("reverted_document") or {}).get("rules", []):
+                pid = rule.get("match", {}).get("pid")
+                if isinstance(pid, int):
+                    pids.add(pid)
+    return pids
+
+
+def _same(current: PolicyDocument, document: dict) -> bool:
+    return [r.model_dump(by_alias=True, exclude_none=True) for r in current.rules] == [
+        Rule.model_validate(r).model_dump(by_alias=True, exclude_none=True) for r in document["rules"]
+    ]

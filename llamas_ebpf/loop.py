@@ -1,0 +1,302 @@
+"""`llamas run`: observe, ask an advisor each decision window, validate, apply, measure the effect,
+revert what made things worse.
+
+The effect of a generation is judged on the metric its rules target, per process taken:
+  remote fraction = remote / all of the window's allocations and hinting faults, when there were
+  at least MIN_EVENTS of them; else the share of its resident pages off the node of the CPU it
+  runs on (numa_maps), which needs no traffic at all.
+Only rules that aim at locality are judged (a cpu set, or a home node that is the node the
+process runs on); a rule that puts memory away from the CPU on purpose (read-mostly data on a
+slower node) has no locality target and is left to the advisor's next window. When the mean over
+a generation's processes is worse than before the decision by more than `revert_threshold` for
+two intervals in a row, the loop rolls back (every page and mask the policy changed goes back)
+and re-applies the previous document, at once, and logs why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llamas_ebpf.advise.base import Advice, AdvisorInput
+from llamas_ebpf.advise.summary import WindowSummary, summarize
+from llamas_ebpf.devices.inventory import Inventory
+from llamas_ebpf.enforce import Controller, Enforcer
+from llamas_ebpf.kernel import mempolicy, procfs
+from llamas_ebpf.policy import compile as policy_compile
+from llamas_ebpf.policy.document import PolicyDocument
+from llamas_ebpf.policy.state import diff, digest
+from llamas_ebpf.policy.validate import validate
+from llamas_ebpf.snapshot import Snapshot
+
+MIN_EVENTS = 256
+RECENT = 10  # decisions the advisor sees
+
+
+def log(message: str) -> None:
+    print(f"llamas: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Options:
+    decide_every: float = 10.0
+    interval: float = 1.0
+    dry_run: bool = False
+    once: bool = False
+    revert_threshold: float = 0.2
+
+
+@dataclass
+class Watch:
+    """A generation under observation."""
+
+    generation: int
+    document: PolicyDocument
+    previous: PolicyDocument | None
+    baseline: dict[int, float]  # pid -> remote fraction before the decision
+    worse_streak: int = 0
+    samples: list[dict[int, float]] = field(default_factory=list)
+
+
+def judged_pids(doc: PolicyDocument, taken: dict[int, int], cpu_node: dict[int, int | None],
+                node_cpus: dict[int, list[int]]) -> list[int]:
+    """Processes whose rule aims at locality."""
+    out = []
+    for pid, index in taken.items():
+        rule = doc.rules[index]
+        memory = rule.memory
+        at_home = (memory is not None and cpu_node.get(pid) == memory.home_node
+                   and bool(node_cpus.get(memory.home_node)))
+        if rule.cpu is not None or rule.gpu is not None or at_home:
+            out.append(pid)
+    return out
+
+
+def remote_fraction(pid: int, snaps: list[Snapshot], cpu_to_node: dict[int, int]) -> float | None:
+    remote = total = 0
+    for snap in snaps:
+        sample = snap.process(pid)
+        if sample is None:
+            continue
+        numa = sample.numa
+        remote += numa.alloc_remote + (numa.hint_remote or 0)
+        total += numa.alloc_local + numa.alloc_remote + (numa.hint_local or 0) + (numa.hint_remote or 0)
+    if total >= MIN_EVENTS:
+        return remote / total
+    try:
+        node = cpu_to_node.get(procfs.stat(pid).processor)
+        pages = mempolicy.pages_per_node(pid)
+    except (OSError, ValueError, IndexError):
+        return None
+    resident = sum(pages.values())
+    if node is None or resident == 0:
+        return None
+    return 1 - pages.get(node, 0) / resident
+
+
+class RunLoop:
+    def __init__(self, enforcer: Enforcer, sensor, controller: Controller | None,  # noqa: ANN001
+                 advisor, inventory: Inventory, options: Options,  # noqa: ANN001
+                 description_texts: dict[str, str] | None = None, fallback=None,  # noqa: ANN001
+                 say: Callable[[str], None] = log) -> None:
+        self.enforcer, self.sensor, self.controller = enforcer, sensor, controller
+        self.advisor, self.fallback = advisor, fallback
+        self.inventory, self.options = inventory, options
+        self.description_texts = description_texts or {}
+        self.say = say
+        self.watch: Watch | None = None
+        self.decisions = 0
+
+    # ---- observing ----
+    def observe(self, seconds: float) -> list[Snapshot]:
+        snaps: list[Snapshot] = []
+        deadline = time.monotonic() + seconds
+        while True:
+            step = min(self.options.interval, max(deadline - time.monotonic(), 0.0))
+            if self.controller is not None and self.enforcer.state.document is not None:
+                self.controller.serve(step)
+                self.controller.tick()
+            else:
+                time.sleep(step)
+            snap = self.sensor.collect()
+            snaps.append(snap)
+            self.measure(snap)
+            if time.monotonic() >= deadline - 1e-3:
+                return snaps
+
+    def measure(self, snap: Snapshot) -> None:
+        watch = self.watch
+        if watch is None or self.enforcer.state.generation != watch.generation:
+            return
+        now = {pid: f for pid in watch.baseline
+               if (f := remote_fraction(pid, [snap], self.sensor.cpu_to_node)) is not None}
+        watch.samples.append(now)
+        common = [pid for pid in now if pid in watch.baseline]
+        if not common:
+            return
+        before = sum(watch.baseline[p] for p in common) / len(common)
+        after = sum(now[p] for p in common) / len(common)
+        if after - before > self.options.revert_threshold:
+            watch.worse_streak += 1
+        else:
+            watch.worse_streak = 0
+        if watch.worse_streak >= 2:
+            self.revert(watch, before, after)
+
+    def revert(self, watch: Watch, before: float, after: float) -> None:
+        detected = time.monotonic()
+        reason = (f"remote fraction of the processes generation {watch.generation} took rose from "
+                  f"{before:.2f} to {after:.2f} (threshold +{self.options.revert_threshold:.2f})")
+        self.enforcer.rollback(f"auto-revert: {reason}")
+        if watch.previous is not None:
+            raw = watch.previous.to_json().encode()
+            self.enforcer.apply(watch.previous, digest(raw), "revert", reverted=watch.generation)
+        latency = time.monotonic() - detected
+        self.enforcer.audit.append(
+            "revert", generation=watch.generation, reason=reason, before=round(before, 4),
+            after=round(after, 4), revert_s=round(latency, 3),
+            reverted_document=watch.document.model_dump(by_alias=True, exclude_none=True),
+            restored_generation=self.enforcer.state.generation if watch.previous is not None else None)
+        self.say(f"reverted generation {watch.generation} in {latency:.2f} s: {reason}")
+        self.watch = None
+
+    # ---- deciding ----
+    def recent(self) -> list[dict]:
+        wanted = ("apply", "decision", "refused", "revert", "effect")
+        return [e for e in self.enforcer.audit.entries() if e.get("event") in wanted][-RECENT:]
+
+    def decide(self, snaps: list[Snapshot]) -> dict:
+        """One decision; returns what was logged."""
+        started = time.perf_counter()
+        window = summarize(snaps, cpu_to_node=self.sensor.cpu_to_node)
+        self._log_effect(window)
+        given = AdvisorInput(self.inventory, window, self.enforcer.state.document, self.recent(),
+                             self.enforcer.guard, self.enforcer.host, self.description_texts)
+        advice = self.advisor.advise(given)
+        if advice.unavailable and self.fallback is not None:
+            self.say(f"{advice.unavailable}; the {self.fallback.name} advisor decides this window")
+            first = advice
+            advice = self.fallback.advise(given)
+            advice.usage = first.usage
+            advice.unavailable = None
+            advice.rationale = f"fallback after: {first.unavailable}. {advice.rationale}"
+        return self._act(advice, window, given, time.perf_counter() - started)
+
+    def _act(self, advice: Advice, window: WindowSummary, given: AdvisorInput, seconds: float) -> dict:
+        enforcer = self.enforcer
+        self.decisions += 1
+        fields = {
+            "inputs_digest": _inputs_digest(window, given),
+            "model": advice.usage.model,
+            "usage": advice.usage.to_dict(),
+            "tokens": {"input": advice.usage.input_tokens, "output": advice.usage.output_tokens},
+            "decide_s": round(seconds, 4),
+            "window_s": window.seconds,
+            "explanations": advice.explanations,
+        }
+        generation = enforcer.state.generation
+        if advice.unavailable:
+            self.say(f"{advice.unavailable}; keeping generation {generation}")
+            return enforcer.audit.append("decision", advisor=advice.advisor, applied=False,
+                                         outcome="unavailable", reason=advice.unavailable, **fields)
+        if advice.keep_current or advice.raw is None:
+            self.say(f"the {advice.advisor} advisor keeps generation {generation}: {advice.rationale[:200]}")
+            return enforcer.audit.append("decision", advisor=advice.advisor, applied=False,
+                                         outcome="unchanged", rationale=advice.rationale, **fields)
+        raw_digest = digest(advice.raw)
+        checked = validate(advice.raw, enforcer.host, enforcer.guard)
+        if not checked.ok or checked.document is None:
+            self.say(f"the {advice.advisor} advisor's document was refused ({len(checked.errors)} problems: "
+                     f"{checked.errors[0]}); keeping generation {generation}")
+            document = _as_json(advice.raw)
+            enforcer.refuse(raw_digest, advice.advisor, checked.errors, document=document, **fields)
+            return enforcer.audit.entries()[-1]
+        doc = checked.document
+        changes = diff(enforcer.state.document, doc)
+        if self.options.dry_run:
+            self.say(f"dry run: would apply {advice.advisor}'s document ({len(doc.rules)} rules; added "
+                     f"{changes['added']}, removed {changes['removed']}, changed {changes['changed']})")
+            return enforcer.audit.append(
+                "decision", advisor=advice.advisor, applied=False, outcome="dry-run", validation="ok",
+                digest=raw_digest, document=doc.model_dump(by_alias=True, exclude_none=True),
+                diff=changes, **fields)
+        previous = enforcer.state.document
+        taken = policy_compile.classify(doc, enforcer.guard)
+        cpu_node = {p.pid: p.cpu_node for p in window.processes if p.pid in taken}
+        judged = judged_pids(doc, taken, cpu_node, enforcer.host.node_cpus)
+        fractions = {pid: self._window_fraction(pid, window) for pid in judged}
+        baseline = {pid: f for pid, f in fractions.items() if f is not None}
+        applied = enforcer.apply(doc, raw_digest, advice.advisor, rationale=doc.rationale, **fields)
+        self.say(f"generation {applied.generation} in force ({advice.advisor}): "
+                 f"{applied.processes} processes taken, {applied.threads_pinned} threads pinned; "
+                 f"added {changes['added']}, "
+                 f"removed {changes['removed']}, changed {changes['changed']}")
+        if not self.options.once and baseline:
+            self.watch = Watch(applied.generation, doc, previous, baseline)
+        return enforcer.audit.entries()[-1]
+
+    def _window_fraction(self, pid: int, window: WindowSummary) -> float | None:
+        p = window.process(pid)
+        total = p.alloc_local + p.alloc_remote + p.hint_local + p.hint_remote if p is not None else 0
+        if p is not None and total >= MIN_EVENTS:
+            return (p.alloc_remote + p.hint_remote) / total
+        return remote_fraction(pid, [], self.sensor.cpu_to_node)
+
+    def _log_effect(self, window: WindowSummary) -> None:
+        """The measured effect of the generation watched so far, once its window is over."""
+        watch = self.watch
+        if watch is None or not watch.samples:
+            return
+        last = watch.samples[-1]
+        common = [p for p in last if p in watch.baseline]
+        if common:
+            before = sum(watch.baseline[p] for p in common) / len(common)
+            after = sum(last[p] for p in common) / len(common)
+            self.enforcer.audit.append("effect", generation=watch.generation, metric="remote_fraction",
+                                       processes=len(common), before=round(before, 4), after=round(after, 4),
+                                       verdict="kept")
+        self.watch = None
+
+    def run(self) -> dict:
+        """Decide every window; with `once`, one cycle, returning what was logged."""
+        while True:
+            snaps = self.observe(self.options.decide_every)
+            entry = self.decide(snaps)
+            if self.options.once:
+                return entry
+
+
+def _inputs_digest(window: WindowSummary, given: AdvisorInput) -> str:
+    data = {
+        "window": [p.to_dict() for p in window.processes[:200]],
+        "nodes": [dataclasses.asdict(n) for n in window.nodes],
+        "inventory": given.inventory.model_dump(mode="json", exclude={"host"}),
+        "current": given.current.model_dump(by_alias=True, exclude_none=True) if given.current else None,
+        "guard": given.guard.model_dump(),
+    }
+    return "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _as_json(raw: bytes) -> object:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return raw[:2000].decode("utf-8", "replace")
+
+
+def description_texts(devices_dir: Path | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if devices_dir is None or not devices_dir.is_dir():
+        return out
+    for path in sorted(devices_dir.glob("*.toml")):
+        try:
+            out[path.name] = path.read_text(errors="replace")[:8000]
+        except OSError:
+            continue
+    return out

@@ -1,0 +1,18 @@
+
+
+def test_cold_mappings_from_smaps():
+    from llamas_ebpf.actuator.cold import cold_in_smaps
+
+    def vma(span: str, perms: str, name: str, rss: int, referenced: int) -> str:
+        return (f"{span} {perms} 00000000 00:00 0          {name}\nSize:  8 kB\nRss:   {rss} kB\n"
+                f"Pss:   {rss} kB\nReferenced:  {referenced} kB\nAnonymous: {rss} kB\nVmFlags: rd wr mr\n")
+
+    text = "".join([
+        vma("7f0000000000-7f0000400000", "rw-p", "", 4096, 0),  # cold, 4 MiB: two regions
+        vma("7f0000401000-7f0000402000", "rw-p", "", 4, 4),  # referenced
+        vma("7f0000500000-7f0000501000", "r--p", "/usr/lib/libc.so.6", 4, 0),  # not writable
+        vma("7f0000600000-7f0000601000", "rw-p", "", 0, 0),  # nothing resident
+        vma("7ffd00000000-7ffd00021000", "rw-p", "[stack]", 132, 0),
+        vma("7f0000700000-7f0000701000", "rw-s", "/dev/shm/x", 4, 0),  # shared
+    ])
+    assert cold_in_smaps(text) == [(0x7F0000000000, 0x7F0000200000), (0x7F0000200000, 0x7F0000400000)]
