@@ -232,7 +232,8 @@ class RunLoop:
         judged = judged_pids(doc, taken, cpu_node, enforcer.host.node_cpus)
         fractions = {pid: self._window_fraction(pid, window) for pid in judged}
         baseline = {pid: f for pid, f in fractions.items() if f is not None}
-        applied = enforcer.apply(doc, raw_digest, advice.advisor, rationale=doc.rationale, **fields)
+        applied = enforcer.apply(doc, raw_digest, advice.advisor, rationale=advice.rationale or doc.rationale,
+                                 **fields)
         self.say(f"generation {applied.generation} in force ({advice.advisor}): "
                  f"{applied.processes} processes taken, {applied.threads_pinned} threads pinned; "
                  f"added {changes['added']}, "

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -47,3 +48,16 @@ def llamas(*args: str, env: dict | None = None, user: str | None = None) -> subp
         command = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *command]
     return subprocess.run(command, capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def env(tmp_path):
+    """Private state, config and pin directories for one test, torn down after it."""
+    pin = Path(f"/sys/fs/bpf/llamas-test-{os.getpid()}-{tmp_path.name}")
+    config = tmp_path / "etc"
+    config.mkdir()
+    values = {"LLAMAS_STATE_DIR": str(tmp_path / "state"), "LLAMAS_CONFIG_DIR": str(config),
+              "LLAMAS_PIN_DIR": str(pin)}
+    yield values, config
+    llamas("policy", "rollback", env=values)
+    shutil.rmtree(pin, ignore_errors=True)

@@ -22,19 +22,6 @@ from tests.host.conftest import llamas
 ALL_CPUS = set(range(os.cpu_count() or 1))
 
 
-@pytest.fixture
-def env(tmp_path):
-    """Private state, config and pin directories for one test, torn down after it."""
-    pin = Path(f"/sys/fs/bpf/llamas-test-{os.getpid()}-{tmp_path.name}")
-    config = tmp_path / "etc"
-    config.mkdir()
-    values = {"LLAMAS_STATE_DIR": str(tmp_path / "state"), "LLAMAS_CONFIG_DIR": str(config),
-              "LLAMAS_PIN_DIR": str(pin)}
-    yield values, config
-    llamas("policy", "rollback", env=values)
-    shutil.rmtree(pin, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def threader(tmp_path_factory) -> Path:
     return build_helper("threader", tmp_path_factory.mktemp("threader"))
