@@ -286,6 +286,163 @@ def _stop(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@app.command()
+def top(
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes.")] = 1.0,
+    once: Annotated[bool, typer.Option("--once", help="Print one frame after one interval, exit.")] = False,
+    bpf_stats: Annotated[
+        bool, typer.Option("--bpf-stats/--no-bpf-stats", help="Show BPF cost per event (BPF_ENABLE_STATS).")
+    ] = True,
+) -> None:
+    """A live view of placement: nodes, policy, probes, and one row per process."""
+    from rich.console import Console
+
+    from llamas_ebpf.devices.inventory import discover_nodes
+    from llamas_ebpf.faces import top as top_face
+    from llamas_ebpf.paths import Paths
+    from llamas_ebpf.sense import Sensor
+
+    if os.geteuid() != 0:
+        raise LlamasError("not root: llamas top loads BPF programs (run it with sudo)")
+    if interval <= 0:
+        raise LlamasError("--interval must be positive")
+    state_dir = Paths.from_env().state_dir
+    tiers = {n.id: n.tier for n in discover_nodes(Path("/"))}
+
+    def make_context(pids: list[int]) -> top_face.Context:
+        return top_face.context(state_dir, tiers, pids)
+
+    console = Console()
+    with Sensor(bpf_stats=bpf_stats, detail_top=40) as sensor:
+        if once:
+            time.sleep(interval)
+            snap = sensor.collect()
+            state = top_face.TopState()
+            state.remember(snap)
+            height = console.size.height if console.is_terminal else 10_000
+            ctx = make_context([p.pid for p in snap.processes[:height]])
+            console.print(top_face.render(snap, ctx, state, console.size.width, height))
+            return
+        top_face.run_live(sensor, interval, make_context, console)
+
+
+@app.command()
+def audit(
+    duration: Annotated[float, typer.Option("--duration", help="Seconds to observe.")] = 30.0,
+    snapshot: Annotated[
+        list[Path] | None, typer.Option("--snapshot", help="Audit saved snapshots (observe --save) instead.")
+    ] = None,
+    advisor: Annotated[str, typer.Option("--advisor", help="heuristic (default) or claude.")] = "heuristic",
+    fmt: Annotated[str, typer.Option("--format", help="md, html or json.")] = "md",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the report here.")] = None,
+    devices_dir: Annotated[
+        Path | None,
+        typer.Option("--devices", help="Device descriptions (*.toml); default $LLAMAS_CONFIG_DIR/devices."),
+    ] = None,
+    pids: Annotated[
+        list[int] | None, typer.Option("-p", "--pid", help="Also count this process's 2 MiB regions.")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", envvar="LLAMAS_MODEL", help="Claude model.")] = None,
+) -> None:
+    """A one-shot report: observe, inventory, ask the advisor, write findings and a recommended
+    policy (validated, not applied)."""
+    from llamas_ebpf import config
+    from llamas_ebpf import snapshot as snapshot_mod
+    from llamas_ebpf.advise.base import AdvisorInput
+    from llamas_ebpf.advise.heuristic import HeuristicAdvisor
+    from llamas_ebpf.advise.summary import summarize
+    from llamas_ebpf.devices.inventory import discover
+    from llamas_ebpf.faces import audit as audit_face
+    from llamas_ebpf.kernel import features, nodes
+    from llamas_ebpf.loop import description_texts
+    from llamas_ebpf.paths import Paths
+    from llamas_ebpf.policy.validate import HostFacts, validate
+
+    if fmt not in ("md", "html", "json"):
+        raise LlamasError(f"unknown format '{fmt}': md, html or json")
+    if advisor not in ("heuristic", "claude"):
+        raise LlamasError(f"unknown advisor '{advisor}': heuristic or claude")
+    if duration <= 0:
+        raise LlamasError("--duration must be positive")
+    paths = Paths.from_env()
+    settings = config.load(paths)
+    devices_dir = devices_dir or paths.config_dir / "devices"
+    live = not snapshot
+    if live:
+        snaps = _observe_with_progress(duration, pids or [])
+    else:
+        snaps = [snap for path in snapshot or [] for snap in snapshot_mod.load(path)]
+        if not snaps:
+            raise LlamasError("the snapshot files hold no snapshots")
+    window = summarize(snaps, cpu_to_node=nodes.cpu_to_node(), read_proc=live)
+    inventory = discover(devices_dir=devices_dir)
+    host = HostFacts.from_host()
+    texts = description_texts(devices_dir)
+    given = AdvisorInput(inventory, window, None, [], settings.guardrails, host, texts)
+    if advisor == "claude":
+        chosen = _advisor("claude", settings.llm, paths, model, None)
+    else:
+        # live: rules by pid for the processes seen; saved snapshots: by name, for processes to come
+        chosen = HeuristicAdvisor() if live else HeuristicAdvisor(touchable=lambda pid: pid > 1,
+                                                                  alive=lambda pid: False, match_by="comm")
+    advice = chosen.advise(given)
+    policy, errors = None, []
+    if advice.raw is not None and not advice.keep_current:
+        checked = validate(advice.raw, host, settings.guardrails)
+        shown = advice.raw if checked.document is None else checked.document.to_json().encode()
+        policy = json.loads(shown)
+        errors = checked.errors
+    policy_path = None
+    if output is not None and policy is not None:
+        policy_path = output.with_name(output.stem + ".policy.json")
+    caps = features.probe().to_dict()
+    flat = {k: v for k, v in caps.items() if isinstance(v, dict) and "available" in v}
+    flat.update({f"program type {k}": v for k, v in caps.get("program_types", {}).items()})
+    report = audit_face.build(window, snaps, inventory, flat, advice, errors, policy,
+                              str(policy_path) if policy_path else None)
+    text = {"md": audit_face.to_markdown, "html": audit_face.to_html, "json": audit_face.as_json}[fmt](report)
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        try:
+            output.write_text(text if text.endswith("\n") else text + "\n")
+            if policy_path is not None:
+                policy_path.write_text(json.dumps(policy, indent=2) + "\n")
+        except OSError as exc:
+            raise LlamasError(f"{output}: {exc.strerror}") from None
+        where = f" and {policy_path}" if policy_path else ""
+        print(f"llamas: wrote {output}{where}: {len(report['findings'])} findings", file=sys.stderr)
+    if advice.unavailable:
+        print(f"llamas: {advice.unavailable}; the report has no recommended policy", file=sys.stderr)
+
+
+def _observe_with_progress(duration: float, pids: list[int]) -> list:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from llamas_ebpf.sense import Sensor
+
+    if os.geteuid() != 0:
+        raise LlamasError("not root: observing loads BPF programs (or audit saved ones with --snapshot FILE)")
+    snaps = []
+    with Sensor(pids=pids, detail_top=32) as sensor, Progress(
+        TextColumn("observing"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+        TimeRemainingColumn(), transient=True, console=_stderr_console(),
+    ) as progress:
+        task = progress.add_task("observe", total=duration)
+        start = time.monotonic()
+        while (left := duration - (time.monotonic() - start)) > 0:
+            time.sleep(min(1.0, left))
+            snaps.append(sensor.collect())
+            progress.update(task, completed=min(time.monotonic() - start, duration))
+    return snaps
+
+
+def _stderr_console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 ADVISORS = ("heuristic", "claude", "replay", "none")
 
 

@@ -4,9 +4,10 @@ one explained. Deterministic: the same window, inventory and policy give the sam
 What it does, busiest process first, one rule per process at most:
   gpu        busy on a GPU (CUDA calls) -> its threads and memory on that GPU's node;
   dram       write-heavy with its pages on a write-slow node -> home on the fast node;
+  readmostly reads, hardly any writes, and a node that reads fast but writes slowly -> home there
+             (remote on purpose: such nodes are usually CPU-less);
   colocate   a high remote-allocation or remote-hint fraction -> CPUs and memory on one node
              (threads go to the memory when that node has CPUs, else memory comes home);
-  readmostly reads, hardly any writes, and a node that reads fast but writes slowly -> home there;
   tier       big and busy on the fast tier, with a slower tier present -> cold mappings demoted.
 Memory rules get `demote_node` on the slowest tier, except a write-slow one for a writer.
 Restraint: nothing for processes below MIN_EVENTS events a window (or MIN_GPU_CALLS), nothing
@@ -18,6 +19,7 @@ to drop it), unless the loop reverted it; rules an administrator wrote are kept 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 from llamas_ebpf.advise.base import Advice, AdvisorInput
@@ -103,9 +105,12 @@ class HeuristicAdvisor:
     name = "heuristic"
 
     def __init__(self, touchable: Callable[[int], bool] | None = None,
-                 alive: Callable[[int], bool] | None = None) -> None:
+                 alive: Callable[[int], bool] | None = None, match_by: str = "pid") -> None:
+        """`match_by="comm"` writes rules by process name, for a policy meant for later (an audit
+        of saved snapshots), when the pids seen may be gone."""
         self._touchable = touchable
         self._alive = alive or procfs.alive
+        self.match_by = match_by
 
     def advise(self, given: AdvisorInput) -> Advice:
         touchable = self._touchable or (lambda pid: policy_compile.touchable(pid, given.guard))
@@ -138,9 +143,13 @@ class HeuristicAdvisor:
             if proposal is None or not touchable(p.pid):
                 continue
             rule, reason = proposal
+            if rule["name"] in why:
+                continue  # by name, a second process of the same name is already covered
             rules.append(rule)
             why[rule["name"]] = reason
             taken.add(p.pid)
+            if "comm" in rule["match"]:
+                comms.add(p.comm)
         rationale = "; ".join(f"{name}: {reason}" for name, reason in why.items()) or "no rule is warranted"
         if len(rationale) > 4000:
             rationale = rationale[:3990] + " [more]"
@@ -153,8 +162,10 @@ class HeuristicAdvisor:
         pages = p.resident_by_node or p.alloc_by_node
         mem_node, mem_share = _majority(pages)
         writes = p.write_fraction
-        name = lambda kind: f"{PREFIX}{kind}-{p.pid}"  # noqa: E731
-        match = {"pid": p.pid}
+        by_comm = self.match_by == "comm" and 0 < len(p.comm) <= 15 and p.comm.isprintable()
+        tag = re.sub(r"[^a-z0-9._-]", "-", p.comm.lower())[:40] if by_comm else str(p.pid)
+        name = lambda kind: f"{PREFIX}{kind}-{tag}"  # noqa: E731
+        match = {"comm": p.comm} if by_comm else {"pid": p.pid}
 
         def memory(home: int, writer: bool) -> dict:
             spec: dict = {"home_node": home, "max_mbps": MAX_MBPS}
@@ -177,6 +188,15 @@ class HeuristicAdvisor:
                 return ({"name": name("dram"), "match": match, "memory": memory(home, True)},
                         f"write-heavy ({_pct(writes)} of faults are writes) with {_pct(mem_share)} of its "
                         f"pages on node {mem_node}, which writes slowly: home on node {home}")
+        slow_readers = [n for n in topo.write_slow_nodes() if topo.fastest_read_ns and n.read_latency_ns
+                        and n.read_latency_ns <= 1.5 * topo.fastest_read_ns]
+        if slow_readers and p.faults >= MIN_EVENTS and writes <= READ_MOSTLY:
+            target = slow_readers[0]
+            return ({"name": name("readmostly"), "match": match,
+                     "memory": {"home_node": target.id, "max_mbps": MAX_MBPS}},
+                    f"read-mostly ({_pct(writes)} of faults are writes); node {target.id} reads nearly as "
+                    f"fast as DRAM ({target.read_latency_ns} ns) but writes slowly: its pages go there, "
+                    f"which frees DRAM for writers")
         remote = max(p.remote_alloc_fraction, p.remote_hint_fraction)
         if remote >= REMOTE_ENTER:
             if mem_node is not None and topo.has_cpus(mem_node) and topo.is_fast(mem_node):
@@ -190,15 +210,6 @@ class HeuristicAdvisor:
                          "memory": memory(home, writes >= WRITE_HEAVY)},
                         f"{_pct(remote)} remote, pages mostly on node {mem_node} (no CPUs or a slower "
                         f"tier): memory comes home to node {home}, threads stay there")
-        slow_readers = [n for n in topo.write_slow_nodes() if topo.fastest_read_ns and n.read_latency_ns
-                        and n.read_latency_ns <= 1.5 * topo.fastest_read_ns]
-        if slow_readers and p.faults >= MIN_EVENTS and writes <= READ_MOSTLY:
-            target = slow_readers[0]
-            return ({"name": name("readmostly"), "match": match,
-                     "memory": {"home_node": target.id, "max_mbps": MAX_MBPS}},
-                    f"read-mostly ({_pct(writes)} of faults are writes); node {target.id} reads nearly as "
-                    f"fast as DRAM ({target.read_latency_ns} ns) but writes slowly: its pages go there, "
-                    f"which frees DRAM for writers")
         big = sum(pages.values()) >= BIG_PAGES
         if big and mem_node is not None and topo.is_fast(mem_node):
             demote = topo.demote_target(writes >= WRITE_HEAVY)

@@ -90,15 +90,15 @@ def read_int(path: Path) -> int | None:
         return None
 
 
-def memory_mb(node: int, root: Path = Path("/")) -> int | None:
-    """MemTotal of a node, in MiB."""
+def memory_mb(node: int, root: Path = Path("/"), key: str = "MemTotal") -> int | None:
+    """MemTotal (or another meminfo key, e.g. MemFree) of a node, in MiB."""
     try:
         text = (node_root(root) / f"node{node}" / "meminfo").read_text()
     except OSError:
         return None
     for line in text.splitlines():
-        if "MemTotal:" in line:
-            return int(line.split("MemTotal:")[1].split()[0]) // 1024
+        if f" {key}:" in line:
+            return int(line.split(f"{key}:")[1].split()[0]) // 1024
     return None
 
 

@@ -4,8 +4,10 @@
  * stdin: "write N" / "read N" maps N new pages (THP off, so each is one 4 KiB fault) and
  * touches each once, then prints "done ADDRESS" (the mapping's start, for move_pages);
  * "spin SECONDS" re-reads every page mapped so far for that long, then prints "done";
- * "spinlast SECONDS" does the same for the last mapping only; "exit" ends. Each mapping is
+ * "spinlast SECONDS" does the same for the last mapping only; "shmread N" maps N pages of a
+ * fresh memfd (tmpfs) and reads each, so each read fault allocates a page; "exit" ends. Each mapping is
  * followed by a PROT_NONE guard page, so mappings stay apart as the kernel's VMAs. */
+#define _GNU_SOURCE
 #include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,22 @@ int main(void)
                     for (long i = 0; i < sizes[a]; i++)
                         sink += ((volatile char *)areas[a])[i * page];
             printf("done\n");
+            fflush(stdout);
+            continue;
+        }
+        if (strcmp(command, "shmread") == 0) {
+            int fd = memfd_create("lt-shm", 0);
+            char *shm = fd < 0 || ftruncate(fd, count * page) != 0 ? MAP_FAILED
+                      : mmap(NULL, count * page, PROT_READ, MAP_SHARED, fd, 0);
+            if (shm == MAP_FAILED)
+                return 4;
+            for (long i = 0; i < count; i++)
+                sink += ((volatile char *)shm)[i * page];
+            if (nareas < 64) {
+                areas[nareas] = shm;
+                sizes[nareas++] = count;
+            }
+            printf("done %p\n", (void *)shm);
             fflush(stdout);
             continue;
         }
