@@ -343,6 +343,7 @@ def audit(
         list[int] | None, typer.Option("-p", "--pid", help="Also count this process's 2 MiB regions.")
     ] = None,
     model: Annotated[str | None, typer.Option("--model", envvar="LLAMAS_MODEL", help="Claude model.")] = None,
+    save: Annotated[Path | None, typer.Option("--save", help="Also append the snapshots to FILE.")] = None,
 ) -> None:
     """A one-shot report: observe, inventory, ask the advisor, write findings and a recommended
     policy (validated, not applied)."""
@@ -370,6 +371,11 @@ def audit(
     live = not snapshot
     if live:
         snaps = _observe_with_progress(duration, pids or [])
+        if save is not None:
+            try:
+                snapshot_mod.save(snaps, save)
+            except OSError as exc:
+                raise LlamasError(f"{save}: {exc.strerror}") from None
     else:
         snaps = [snap for path in snapshot or [] for snap in snapshot_mod.load(path)]
         if not snaps:
