@@ -369,8 +369,9 @@ def audit(
     settings = config.load(paths)
     devices_dir = devices_dir or paths.config_dir / "devices"
     live = not snapshot
+    inventory = discover(devices_dir=devices_dir)
     if live:
-        snaps = _observe_with_progress(duration, pids or [])
+        snaps = _observe_with_progress(duration, pids or [], _advisor_probes(inventory))
         if save is not None:
             try:
                 snapshot_mod.save(snaps, save)
@@ -381,7 +382,6 @@ def audit(
         if not snaps:
             raise LlamasError("the snapshot files hold no snapshots")
     window = summarize(snaps, cpu_to_node=nodes.cpu_to_node(), read_proc=live)
-    inventory = discover(devices_dir=devices_dir)
     host = HostFacts.from_host()
     texts = description_texts(devices_dir)
     given = AdvisorInput(inventory, window, None, [], settings.guardrails, host, texts)
@@ -422,7 +422,7 @@ def audit(
         print(f"llamas: {advice.unavailable}; the report has no recommended policy", file=sys.stderr)
 
 
-def _observe_with_progress(duration: float, pids: list[int]) -> list:
+def _observe_with_progress(duration: float, pids: list[int], probes: set[str]) -> list:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from llamas_ebpf.sense import Sensor
@@ -430,7 +430,7 @@ def _observe_with_progress(duration: float, pids: list[int]) -> list:
     if os.geteuid() != 0:
         raise LlamasError("not root: observing loads BPF programs (or audit saved ones with --snapshot FILE)")
     snaps = []
-    with Sensor(pids=pids, detail_top=32) as sensor, Progress(
+    with Sensor(pids=pids, detail_top=32, only=probes) as sensor, Progress(
         TextColumn("observing"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
         TimeRemainingColumn(), transient=True, console=_stderr_console(),
     ) as progress:
@@ -526,7 +526,7 @@ def run(
     failed = False
     signal.signal(signal.SIGTERM, _stop)
     try:
-        sensor = Sensor()
+        sensor = Sensor(only=_advisor_probes(inventory))
         controller = Controller(enforcer, paths.bpf_dir)
         texts = description_texts(devices_dir)
         backup = HeuristicAdvisor() if fallback == "heuristic" and advisor != "heuristic" else None
@@ -551,6 +551,13 @@ def run(
         enforcer.close()
     if failed:
         raise typer.Exit(1)
+
+
+def _advisor_probes(inventory) -> set[str]:  # type: ignore[no-untyped-def]
+    """The probes whose counts the advisors and the audit read; the GPU ones only where there is a
+    GPU (each probe is a compile at start-up: seconds on a slow machine)."""
+    probes = {"faults", "numa_alloc", "numa_hint", "cpu_migrate", "taskstats"}
+    return probes | {"cuda", "gpu_fence"} if inventory.gpus else probes
 
 
 def _advisor(name: str, llm, paths, model: str | None, replay: Path | None):  # type: ignore[no-untyped-def]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -43,3 +46,35 @@ def spawn(toucher_binary):
 
 def set_numa_balancing(mode: int) -> None:
     Path("/proc/sys/kernel/numa_balancing").write_text(str(mode))
+
+
+@pytest.fixture
+def env(tmp_path):
+    set_numa_balancing(0)
+    values = {**os.environ, "LLAMAS_STATE_DIR": str(tmp_path / "state"), "LLAMAS_CONFIG_DIR": str(tmp_path),
+              "LLAMAS_PIN_DIR": f"/sys/fs/bpf/llamas-{tmp_path.name}"}
+    yield values
+    subprocess.run(["llamas", "policy", "rollback"], env=values, capture_output=True)
+
+
+@pytest.fixture
+def misplaced(toucher_binary, tmp_path):
+    """lt-misplaced: runs on node0, its memory on node1, allocating all along (bounded)."""
+    binary = tmp_path / "lt-misplaced"
+    shutil.copy(toucher_binary, binary)
+    child = Toucher(binary, ("numactl", "--cpunodebind=0", "--membind=1"))
+    child.touch("write", 2048)
+    stop = threading.Event()
+
+    def load() -> None:
+        for _ in range(1200):  # 64 pages every 50 ms, at most 300 MiB
+            if stop.wait(0.05):
+                return
+            child.touch("write", 64)
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    yield child
+    stop.set()
+    thread.join()
+    child.close()

@@ -1,0 +1,29 @@
+"""`llamas audit` on a real multi-node kernel (the `tiered` topology): the Markdown and JSON carry
+a finding and a rule for a deliberately misplaced process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from tests.guest.test_run_lab import DEVICES
+
+
+def test_audit_markdown_and_json_carry_the_misplaced_process(env, misplaced, tmp_path):
+    out, saved = tmp_path / "report.json", tmp_path / "snaps.jsonl"
+    result = subprocess.run(["llamas", "audit", "--duration", "3", "--format", "json", "-o", str(out),
+                             "--devices", str(DEVICES), "--save", str(saved)],
+                            env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    finding = next(f for f in report["findings"] if f["pid"] == misplaced.pid)
+    assert finding["kind"] == "remote-memory" and finding["evidence"]["alloc_remote"] > 0
+    rule = next(r for r in report["policy"]["rules"] if r["name"] == finding["rule"])
+    assert rule["match"] == {"pid": misplaced.pid} and rule["cpu"] == {"nodes": [1]}
+    assert report["policy_valid"] and os.sched_getaffinity(misplaced.pid) == {0}  # recommended, not applied
+    md = subprocess.run(["llamas", "audit", "--snapshot", str(saved), "--devices", str(DEVICES)],
+                        env=env, capture_output=True, text=True, timeout=120)
+    assert md.returncode == 0, md.stderr
+    assert f"pid {misplaced.pid} `lt-misplaced`" in md.stdout and "remote-memory" in md.stdout
+    assert '"comm": "lt-misplaced"' in md.stdout  # its rule, by name for later
