@@ -26,7 +26,7 @@ from llamas_ebpf.advise.base import Advice, AdvisorInput, Usage
 from llamas_ebpf.advise.summary import ProcSummary
 from llamas_ebpf.config import LlmConfig
 from llamas_ebpf.errors import LlamasError
-from llamas_ebpf.kernel import mempolicy
+from llamas_ebpf.kernel import mempolicy, procfs
 from llamas_ebpf.policy.document import json_schema
 from llamas_ebpf.policy.state import AuditLog
 from llamas_ebpf.policy.validate import validate
@@ -318,13 +318,19 @@ class ClaudeAdvisor:
     def _read_only(self, name: str, arguments: object, given: AdvisorInput) -> str:
         args = arguments if isinstance(arguments, dict) else {}
         if name == "process_detail" and isinstance(args.get("pid"), int):
-            p = given.window.process(args["pid"])
-            if p is None:
-                return as_data({"error": "no such process in the window"})
-            detail = p.to_dict()
-            detail["comm"], detail["cmdline"] = _clean(p.comm, 16), _clean(p.cmdline, 400)
+            pid = args["pid"]
+            p = given.window.process(pid)
+            if p is not None:
+                detail = p.to_dict()
+                detail["comm"], detail["cmdline"] = _clean(p.comm, 16), _clean(p.cmdline, 400)
+            else:  # idle in the window: what /proc says of it now
+                name = procfs.comm(pid)
+                if name is None:
+                    return as_data({"error": f"no process {pid}"})
+                detail = {"pid": pid, "comm": _clean(name, 16), "cmdline": _clean(procfs.cmdline(pid), 400),
+                          "window": "no events counted in the window"}
             try:
-                detail["resident_pages_by_node_now"] = mempolicy.pages_per_node(p.pid)
+                detail["resident_pages_by_node_now"] = mempolicy.pages_per_node(pid)
             except OSError:
                 detail["resident_pages_by_node_now"] = "process gone"
             return as_data(detail)
