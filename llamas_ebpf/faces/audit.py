@@ -358,7 +358,7 @@ def to_html(report: dict) -> str:
                   f"about ${usage['cost_usd']:.4f}.</p>"
                   + (f"<p>unavailable: {_e(advisor['unavailable'])}</p>" if advisor.get("unavailable") else "")
                   + f"<ul>{explained}</ul>")
-    style = ("body{font-family:sans-serif;max-width:960px;margin:24px auto;color:#222}"
+    style = ("body{font-family:sans-serif;max-width:960px;margin:24px auto;padding:0 16px;color:#222}"
              "h2{border-bottom:1px solid #ddd;padding-bottom:4px}"
              ".marker{display:inline-block;width:28px;height:28px;margin-right:10px;vertical-align:middle}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"

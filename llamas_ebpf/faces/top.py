@@ -168,7 +168,8 @@ def header(snap: Snapshot, ctx: Context, state: TopState) -> Text:
         tier = ctx.tiers.get(node.id)
         parts.append(f"n{node.id}{'' if node.cpus else '*'} t{tier if tier is not None else '-'} "
                      f"{human((free or 0) * 1024 * 1024)}B free")
-    text.append("nodes " + " | ".join(parts) + "   (* no CPUs)\n")
+    legend = "   (* no CPUs)" if any(not node.cpus for node in snap.nodes) else ""
+    text.append("nodes " + " | ".join(parts) + legend + "\n")
     policy = f"gen {ctx.generation} by {ctx.advisor}" if ctx.advisor else "no policy in force"
     methods = " ".join(f"{SHORT.get(n, n)}:{_short_method(h.method)}" for n, h in snap.probes.items())
     text.append(f"policy {policy}\nprobes {methods}\n")
