@@ -144,3 +144,19 @@ def test_process_text_is_quoted_data():
 def test_default_model_is_a_sonnet_not_deprecated():
     model = default_model()
     assert model.startswith("claude-sonnet-") and model not in deprecated_models()
+
+
+def test_gpu_busy_process_goes_to_its_gpus_node_and_audit_flags_it_far():
+    from llamas_ebpf.devices.inventory import GpuInfo
+    from llamas_ebpf.faces.audit import findings
+    from llamas_ebpf.snapshot import GpuCounts
+
+    inventory = discover(FIXTURES / "sysfs/lab-tiered", DEVICES)
+    inventory.gpus = [GpuInfo(pci_address="0000:17:00.0", pci_id="10de:2331", numa_node=1, process_memory_mb={})]
+    sample = _proc(777, "trainer", faults=50, local=50, node=0)
+    sample.gpu = GpuCounts(calls={"cuLaunchKernel": 900}, bytes={"cuMemcpyHtoD_v2": 1 << 30})
+    window = summarize([_snap([sample])], read_proc=False)
+    rules = _advise(_input(window, inventory))["rules"]
+    assert rules == [{"name": "h-gpu-777", "match": {"pid": 777}, "gpu": {"device": 0}}]
+    far = [f for f in findings(window, inventory, None) if f["kind"] == "gpu-far-from-cpu"]
+    assert far and far[0]["pid"] == 777 and "node 1" in far[0]["summary"]
