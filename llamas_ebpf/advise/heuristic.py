@@ -89,7 +89,8 @@ class Topology:
         return self.fast[0] if self.fast else None
 
 
-def _majority(counts: dict[int, int]) -> tuple[int | None, float]:
+def majority(counts: dict[int, int]) -> tuple[int | None, float]:
+    """The node holding most of the pages, and its share (ties: the lowest node id)."""
     total = sum(counts.values())
     if not total:
         return None, 0.0
@@ -160,7 +161,7 @@ class HeuristicAdvisor:
 
     def _rule_for(self, p: ProcSummary, topo: Topology) -> tuple[dict, str] | None:
         pages = p.resident_by_node or p.alloc_by_node
-        mem_node, mem_share = _majority(pages)
+        mem_node, mem_share = majority(pages)
         writes = p.write_fraction
         by_comm = self.match_by == "comm" and 0 < len(p.comm) <= 15 and p.comm.isprintable()
         tag = re.sub(r"[^a-z0-9._-]", "-", p.comm.lower())[:40] if by_comm else str(p.pid)

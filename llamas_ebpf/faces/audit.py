@@ -18,7 +18,7 @@ import html
 import json
 from dataclasses import asdict
 
-from llamas_ebpf.advise.heuristic import Topology, write_slow
+from llamas_ebpf.advise.heuristic import Topology, majority, write_slow
 from llamas_ebpf.advise.summary import ProcSummary, WindowSummary
 from llamas_ebpf.devices.inventory import Inventory
 from llamas_ebpf.faces.text import safe
@@ -29,14 +29,6 @@ SECTION_COLORS = {  # each section's marker; tests find these colours in the ren
     "host": "#1f77b4", "inventory": "#2ca02c", "findings": "#d62728", "policy": "#9467bd", "usage": "#ff7f0e",
 }
 NODE_COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7"]
-
-
-def _share(counts: dict[int, int]) -> tuple[int | None, float]:
-    total = sum(counts.values())
-    if not total:
-        return None, 0.0
-    node = max(sorted(counts), key=lambda n: counts[n])
-    return node, counts[node] / total
 
 
 def findings(window: WindowSummary, inventory: Inventory, policy: dict | None) -> list[dict]:
@@ -63,7 +55,7 @@ def findings(window: WindowSummary, inventory: Inventory, policy: dict | None) -
         if p.activity < MIN_EVENTS and p.gpu_calls == 0 and p.cross_node_moves == 0:
             continue
         pages = p.resident_by_node or p.alloc_by_node
-        node, share = _share(pages)
+        node, share = majority(pages)
         base = {"faults": p.faults, "read_faults": p.read_faults, "write_faults": p.write_faults,
                 "alloc_local": p.alloc_local, "alloc_remote": p.alloc_remote, "hint_local": p.hint_local,
                 "hint_remote": p.hint_remote, "pages_by_node": pages, "cpu_node": p.cpu_node}

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 
 from llamas_ebpf.kernel import mounts
 from llamas_ebpf.lab import TOPOLOGIES, Topology
-from tests.helpers.children import Toucher, build_helper
+from tests.helpers.children import Toucher, build_helper, faulting
 
 
 @pytest.fixture(scope="session")
@@ -64,17 +63,6 @@ def misplaced(toucher_binary, tmp_path):
     shutil.copy(toucher_binary, binary)
     child = Toucher(binary, ("numactl", "--cpunodebind=0", "--membind=1"))
     child.touch("write", 2048)
-    stop = threading.Event()
-
-    def load() -> None:
-        for _ in range(1200):  # 64 pages every 50 ms, at most 300 MiB
-            if stop.wait(0.05):
-                return
-            child.touch("write", 64)
-
-    thread = threading.Thread(target=load)
-    thread.start()
-    yield child
-    stop.set()
-    thread.join()
+    with faulting(child, 64, 0.05, limit=1200):  # 64 pages every 50 ms, at most 300 MiB
+        yield child
     child.close()

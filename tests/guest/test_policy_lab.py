@@ -3,12 +3,15 @@ so that only llamas moves pages."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from llamas_ebpf.kernel import mempolicy
 from tests.guest.conftest import set_numa_balancing
@@ -16,6 +19,24 @@ from tests.helpers.children import Toucher, wait_for_line
 
 PAGES = 12000  # 47 MiB per child
 MAX_MBPS = 20
+
+
+@contextlib.contextmanager
+def _controller(tmp_path: Path, *rules: dict) -> Iterator[None]:
+    """`llamas run --advisor none` keeping these rules in force while the block runs; SIGTERM
+    (its rollback) after."""
+    document = tmp_path / "policy.json"
+    document.write_text(json.dumps({"schema": "llamas.policy/v1", "rationale": "lab", "rules": list(rules)}))
+    env = {**os.environ, "LLAMAS_STATE_DIR": str(tmp_path / "state"), "LLAMAS_CONFIG_DIR": str(tmp_path),
+           "LLAMAS_PIN_DIR": "/sys/fs/bpf/llamas-lab"}
+    controller = subprocess.Popen(["llamas", "run", "--advisor", "none", "--policy", str(document)],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for_line(controller.stderr, "keeping generation", 300), "controller did not start"
+        yield
+    finally:
+        controller.send_signal(signal.SIGTERM)
+        controller.wait(timeout=120)
 
 
 def _fraction_on(pid: int, node: int) -> float:
@@ -33,31 +54,23 @@ def test_home_node_rule_moves_resident_pages_within_budget(topology, toucher_bin
     for child in (on_node1, on_node2):
         child.touch("write", PAGES)
     assert _fraction_on(on_node1.pid, 1) > 0.8 and _fraction_on(on_node2.pid, 2) > 0.8
-    document = tmp_path / "policy.json"
-    document.write_text(json.dumps({"schema": "llamas.policy/v1", "rationale": "lab", "rules": [
-        {"name": "mem-home", "match": {"comm": "lt-mem"}, "memory": {"home_node": 0, "max_mbps": MAX_MBPS}}]}))
-    env = {**os.environ, "LLAMAS_STATE_DIR": str(tmp_path / "state"), "LLAMAS_CONFIG_DIR": str(tmp_path),
-           "LLAMAS_PIN_DIR": "/sys/fs/bpf/llamas-lab"}
-    controller = subprocess.Popen(["llamas", "run", "--advisor", "none", "--policy", str(document)],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rule = {"name": "mem-home", "match": {"comm": "lt-mem"}, "memory": {"home_node": 0, "max_mbps": MAX_MBPS}}
     try:
-        assert wait_for_line(controller.stderr, "keeping generation", 300), "controller did not start"
-        started = time.monotonic()
-        samples = []
-        while time.monotonic() - started < 30:
-            fractions = [_fraction_on(c.pid, 0) for c in (on_node1, on_node2)]
-            samples.append((time.monotonic() - started, fractions))
-            if min(fractions) >= 0.95:
-                break
-            time.sleep(0.5)
-        elapsed, fractions = samples[-1]
-        assert min(fractions) >= 0.95, samples
-        # both processes share the rule's budget; the bucket allows one second of burst
-        moved_mb = 2 * PAGES * 4096 * 0.9 / 1e6
-        assert elapsed >= moved_mb / MAX_MBPS - 1.5, (elapsed, moved_mb)
+        with _controller(tmp_path, rule):
+            started = time.monotonic()
+            samples = []
+            while time.monotonic() - started < 30:
+                fractions = [_fraction_on(c.pid, 0) for c in (on_node1, on_node2)]
+                samples.append((time.monotonic() - started, fractions))
+                if min(fractions) >= 0.95:
+                    break
+                time.sleep(0.5)
+            elapsed, fractions = samples[-1]
+            assert min(fractions) >= 0.95, samples
+            # both processes share the rule's budget; the bucket allows one second of burst
+            moved_mb = 2 * PAGES * 4096 * 0.9 / 1e6
+            assert elapsed >= moved_mb / MAX_MBPS - 1.5, (elapsed, moved_mb)
     finally:
-        controller.send_signal(signal.SIGTERM)
-        controller.wait(timeout=120)
         for child in (on_node1, on_node2):
             child.close()
 
@@ -78,16 +91,9 @@ def test_demote_node_moves_cold_mappings_to_node2(topology, toucher_binary, tmp_
     cold = child.touch("write", pages)
     hot = child.touch("write", pages)
     assert _nodes_of(child.pid, cold, pages).count(0) == pages
-    document = tmp_path / "policy.json"
-    document.write_text(json.dumps({"schema": "llamas.policy/v1", "rationale": "lab", "rules": [
-        {"name": "demote-cold", "match": {"comm": "lt-cold"},
-         "memory": {"home_node": 0, "demote_node": 2, "cold_seconds": 3, "max_mbps": 500}}]}))
-    env = {**os.environ, "LLAMAS_STATE_DIR": str(tmp_path / "state"), "LLAMAS_CONFIG_DIR": str(tmp_path),
-           "LLAMAS_PIN_DIR": "/sys/fs/bpf/llamas-lab"}
-    controller = subprocess.Popen(["llamas", "run", "--advisor", "none", "--policy", str(document)],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert wait_for_line(controller.stderr, "keeping generation", 300), "controller did not start"
+    rule = {"name": "demote-cold", "match": {"comm": "lt-cold"},
+            "memory": {"home_node": 0, "demote_node": 2, "cold_seconds": 3, "max_mbps": 500}}
+    with _controller(tmp_path, rule):
         started, seen = time.monotonic(), []
         while time.monotonic() - started < 60:
             child.command("spinlast 1")  # the hot mapping stays referenced
@@ -97,9 +103,6 @@ def test_demote_node_moves_cold_mappings_to_node2(topology, toucher_binary, tmp_
                 break
         assert seen[-1][1] >= 0.95 * pages, seen
         assert seen[-1][2] == pages, seen  # nothing of the busy mapping left node0
-    finally:
-        controller.send_signal(signal.SIGTERM)
-        controller.wait(timeout=120)
     # the clean stop rolled back: the demoted pages are home again, as before the policy
     assert _nodes_of(child.pid, cold, pages).count(0) >= 0.95 * pages
     child.close()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import select
 import shutil
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.conftest import ROOT, require
@@ -63,3 +66,25 @@ def wait_for_line(stream, text: str, timeout: float) -> bool:
         if text in line:
             return True
     return False
+
+
+@contextlib.contextmanager
+def faulting(child: Toucher, pages: int, every: float, mode: str = "write",
+             limit: int | None = None) -> Iterator[None]:
+    """While the block runs, a thread has `child` touch `pages` new pages every `every` seconds
+    (at most `limit` times, for a bounded footprint), so that it faults in every window."""
+    stop = threading.Event()
+
+    def load() -> None:
+        done = 0
+        while (limit is None or done < limit) and not stop.wait(every):
+            child.touch(mode, pages)
+            done += 1
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from llamas_ebpf.faces.audit import SECTION_COLORS
 from tests.conftest import require
-from tests.helpers.children import Toucher
+from tests.helpers.children import Toucher, faulting
 from tests.helpers.png import first_row_with, pixels
 from tests.host.conftest import llamas
 
@@ -30,17 +29,8 @@ def busy(toucher_binary, tmp_path):
     binary = tmp_path / "lt-top"
     shutil.copy(toucher_binary, binary)
     child = Toucher(binary)
-    stop = threading.Event()
-
-    def load() -> None:
-        while not stop.wait(0.05):
-            child.touch("write", 16)
-
-    thread = threading.Thread(target=load)
-    thread.start()
-    yield child
-    stop.set()
-    thread.join()
+    with faulting(child, 16, 0.05):
+        yield child
     child.close()
 
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 
 from llamas_ebpf.policy.document import json_schema
-from tests.helpers.children import Toucher
+from tests.helpers.children import Toucher, faulting
 from tests.helpers.messages_server import MessagesServer
 from tests.host.conftest import llamas
 
@@ -151,21 +150,13 @@ def test_instructions_in_a_command_line_stay_data(claude_env, toucher_binary, tm
     binary = tmp_path / "lt-hostile"
     shutil.copy(toucher_binary, binary)
     child = Toucher(binary, args=(hostile,))
-    stop = threading.Event()
-
-    def keep_busy() -> None:  # faulting all through the window, so it is among the processes shown
-        while not stop.wait(0.02):
-            child.touch("write", 64)  # 256 KiB at a time, about 13 MB/s: bounded
-
-    busy_thread = threading.Thread(target=keep_busy)
-    busy_thread.start()
     try:
         obeyed = _doc({"name": "obey", "match": {"pid": 1}, "cpu": {"cpus": "0"}})
         before = os.sched_getaffinity(1)
-        with MessagesServer([("tool", obeyed), ("tool", obeyed)]) as server:
+        # faulting all through the window, so it is among the processes shown: 256 KiB at a
+        # time, about 13 MB/s
+        with faulting(child, 64, 0.02), MessagesServer([("tool", obeyed), ("tool", obeyed)]) as server:
             result = _run(with_server(server), "--advisor", "claude", "--interval", "1")
-        stop.set()
-        busy_thread.join()
         assert result.returncode == 1 and "refused" in result.stderr
         user = server.user_text()
         telemetry = user[user.index("<telemetry>"): user.index("</telemetry>")]
@@ -175,8 +166,6 @@ def test_instructions_in_a_command_line_stay_data(claude_env, toucher_binary, tm
         assert os.sched_getaffinity(1) == before
         assert json.loads(llamas("policy", "show", "--json", env=values).stdout)["in_force"] is False
     finally:
-        stop.set()
-        busy_thread.join()
         child.close()
 
 
