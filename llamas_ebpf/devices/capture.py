@@ -1,8 +1,8 @@
 """`llamas devices --capture DIR`: copy the sysfs files the inventory reads into DIR, laid out as
 under `/`, so that `llamas devices --sysfs-root DIR` shows the same host elsewhere (to share,
 diff, or test against). Symbolic links become plain files and directories, except a network
-interface's `device` (a relative link to its PCI function) and a node's HMAT initiators (relative
-links to the initiator nodes). Nothing is left as an empty directory, which git would drop."""
+interface's `device` (a relative link to its PCI function). A node's HMAT initiators become empty
+files named after them. Nothing is left as an empty directory, which git would drop."""
 
 from __future__ import annotations
 
@@ -43,10 +43,10 @@ def capture(dest: Path, root: Path = Path("/")) -> int:
             target.mkdir(parents=True, exist_ok=True)
             copied += sum(_copy(root, dest, f"{rel}/{access.name}/initiators/{f}") for f in _ACCESS_FILES)
             for initiator in initiators.glob("node[0-9]*"):
-                # A symlink, as in sysfs: git (and tar) keep links but drop empty directories.
-                link = target / initiator.name
-                if not link.is_symlink():
-                    os.symlink(f"../../../{initiator.name}", link)
+                # Only the name is read. An empty file, not sysfs's link to the node: git drops
+                # empty directories, and a link back up the tree is a cycle for anything that
+                # walks it following links (setuptools' file listing does).
+                (target / initiator.name).touch()
     for tier in sorted((root / "sys/devices/virtual/memory_tiering").glob("memory_tier*")):
         copied += _copy(root, dest, f"sys/devices/virtual/memory_tiering/{tier.name}/nodelist")
     for device in sorted((root / "sys/bus/pci/devices").glob("*")):
