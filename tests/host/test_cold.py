@@ -1,4 +1,5 @@
-"""Cold mappings for `demote_node`, read from this kernel's accessed bits (clear_refs, smaps)."""
+"""Cold mappings for `demote_node`, read from this kernel's accessed bits (process_madvise(MADV_COLD),
+smaps)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def test_idle_mapping_is_cold_and_busy_one_is_not(toucher):
     toucher.command("spin 1")
     cold = tracker.cold_ranges(toucher.pid)
     assert not any(begin < idle + pages * 4096 and end > idle for begin, end in cold)
+    assert tracker.use_madvise  # this kernel has process_madvise: no fallback to clear_refs
 
 
 def test_a_process_that_exited_is_forgotten(toucher):

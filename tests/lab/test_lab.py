@@ -21,7 +21,7 @@ from tests.conftest import ROOT, require
 # (boot, topology, what runs in it): one boot per line, each inside the 540 s limit under TCG
 SUITES = [
     ("tiered", "tiered", ["tests/guest/test_topology.py", "tests/guest/test_telemetry_lab.py",
-                          "tests/guest/test_policy_lab.py"]),
+                          "tests/guest/test_policy_lab.py", "tests/guest/test_cold_lab.py"]),
     ("tiered-once", "tiered",
      ["tests/guest/test_run_lab.py::test_run_once_heuristic_colocates_the_misplaced_process"]),
     ("tiered-revert", "tiered",
