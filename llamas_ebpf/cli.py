@@ -6,13 +6,17 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
 from llamas_ebpf.errors import LlamasError
+
+T = TypeVar("T")
 
 app = typer.Typer(
     add_completion=False,
@@ -370,6 +374,9 @@ def audit(
     devices_dir = devices_dir or paths.config_dir / "devices"
     live = not snapshot
     inventory = discover(devices_dir=devices_dir)
+    if advisor == "claude":  # the SDK's import is slow on a slow machine: beside the observation
+        _require_key()
+        claude = _in_background(_advisor, "claude", settings.llm, paths, model, None)
     if live:
         snaps = _observe_with_progress(duration, pids or [], _advisor_probes(inventory))
         if save is not None:
@@ -386,7 +393,7 @@ def audit(
     texts = description_texts(devices_dir)
     given = AdvisorInput(inventory, window, None, [], settings.guardrails, host, texts)
     if advisor == "claude":
-        chosen = _advisor("claude", settings.llm, paths, model, None)
+        chosen = claude()
     else:
         # live: rules by pid for the processes seen; saved snapshots: by name, for processes to come
         chosen = HeuristicAdvisor() if live else HeuristicAdvisor(touchable=lambda pid: pid > 1,
@@ -508,7 +515,11 @@ def run(
     settings = config.load(paths)
     if policy is not None:
         policy_apply(policy, json_out=False)
-    chosen = _advisor(advisor, settings.llm, paths, model, replay)
+    # built beside the BPF compiles: importing the anthropic SDK takes as long as they do on a
+    # slow machine (minutes under the lab's TCG)
+    if advisor == "claude":
+        _require_key()  # before minutes of compiling, not after
+    prepared = _in_background(_advisor, advisor, settings.llm, paths, model, replay)
     fallback = fallback or settings.llm.fallback
     from llamas_ebpf.advise.heuristic import HeuristicAdvisor
     from llamas_ebpf.devices.inventory import discover
@@ -528,6 +539,7 @@ def run(
     try:
         sensor = Sensor(only=_advisor_probes(inventory))
         controller = Controller(enforcer, paths.bpf_dir)
+        chosen = prepared()
         texts = description_texts(devices_dir)
         backup = HeuristicAdvisor() if fallback == "heuristic" and advisor != "heuristic" else None
         loop = RunLoop(enforcer, sensor, controller, chosen, inventory, options, texts, fallback=backup)
@@ -558,6 +570,36 @@ def _advisor_probes(inventory) -> set[str]:  # type: ignore[no-untyped-def]
     GPU (each probe is a compile at start-up: seconds on a slow machine)."""
     probes = {"faults", "numa_alloc", "numa_hint", "cpu_migrate", "taskstats"}
     return probes | {"cuda", "gpu_fence"} if inventory.gpus else probes
+
+
+def _require_key() -> None:
+    from llamas_ebpf.advise.claude import check_key
+
+    check_key(os.environ.get("ANTHROPIC_API_KEY"))
+
+
+def _in_background(fn: Callable[..., T], *args: object) -> Callable[[], T]:
+    """Start fn(*args) in a daemon thread; the returned callable waits for it and returns its
+    result or raises its exception. For slow pure-Python work (imports) beside BPF compiles,
+    which release the GIL."""
+    box: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name="llamas-prepare", daemon=True)
+    thread.start()
+
+    def result() -> T:
+        thread.join()
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        return box["value"]  # type: ignore[return-value]
+
+    return result
 
 
 def _advisor(name: str, llm, paths, model: str | None, replay: Path | None):  # type: ignore[no-untyped-def]

@@ -108,6 +108,12 @@ def deprecated_models() -> dict[str, str]:
     return dict(DEPRECATED_MODELS)
 
 
+def check_key(api_key: str | None) -> None:
+    if not api_key:
+        raise LlamasError("ANTHROPIC_API_KEY is not set: --advisor claude needs it "
+                          "(or use --advisor heuristic)")
+
+
 def estimate_tokens(text: str) -> int:
     """A deliberately high estimate (3 bytes a token; Claude's tokenizer averages more on
     English and JSON), so that a prompt under budget here is under budget at the API."""
@@ -219,11 +225,9 @@ class ClaudeAdvisor:
 
     def __init__(self, config: LlmConfig, audit: AuditLog, model: str | None = None,
                  api_key: str | None = None, base_url: str | None = None) -> None:
+        check_key(api_key)
         import anthropic
 
-        if not api_key:
-            raise LlamasError("ANTHROPIC_API_KEY is not set: --advisor claude needs it "
-                              "(or use --advisor heuristic)")
         self.config, self.audit = config, audit
         self.model = model or config.model or default_model()
         end = deprecated_models().get(self.model)

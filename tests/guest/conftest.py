@@ -58,11 +58,13 @@ def env(tmp_path):
 
 @pytest.fixture
 def misplaced(toucher_binary, tmp_path):
-    """lt-misplaced: runs on node0, its memory on node1, allocating all along (bounded)."""
+    """lt-misplaced: runs on node0, its memory on node1, allocating all along (bounded footprint)."""
     binary = tmp_path / "lt-misplaced"
     shutil.copy(toucher_binary, binary)
     child = Toucher(binary, ("numactl", "--cpunodebind=0", "--membind=1"))
     child.touch("write", 2048)
-    with faulting(child, 64, 0.05, limit=1200):  # 64 pages every 50 ms, at most 300 MiB
+    # 64 pages every 50 ms for as long as the test runs, 256 KiB at a time: the evidence must not
+    # run out while a slow machine compiles the probes (a bounded number of rounds ended after ~60 s)
+    with faulting(child, 64, 0.05, mode="churn"):
         yield child
     child.close()

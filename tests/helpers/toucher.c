@@ -5,7 +5,10 @@
  * touches each once, then prints "done ADDRESS" (the mapping's start, for move_pages);
  * "spin SECONDS" re-reads every page mapped so far for that long, then prints "done";
  * "spinlast SECONDS" does the same for the last mapping only; "shmread N" maps N pages of a
- * fresh memfd (tmpfs) and reads each, so each read fault allocates a page; "exit" ends. Each mapping is
+ * fresh memfd (tmpfs) and reads each, so each read fault allocates a page; "churn N" writes N new
+ * pages like "write" and unmaps the previous churn mapping, so a child can fault for as long as a
+ * test runs with a bounded footprint (churn mappings are not among those "spin" reads); "exit"
+ * ends. Each mapping is
  * followed by a PROT_NONE guard page, so mappings stay apart as the kernel's VMAs. */
 #define _GNU_SOURCE
 #include <time.h>
@@ -24,6 +27,8 @@ int main(void)
     long count;
     long page = sysconf(_SC_PAGESIZE);
     volatile unsigned long sink = 0;
+    char *churned = NULL;
+    long churned_pages = 0;
     while (scanf("%31s", command) == 1 && strcmp(command, "exit") != 0) {
         if (scanf("%ld", &count) != 1)
             return 2;
@@ -59,14 +64,20 @@ int main(void)
         if (area == MAP_FAILED || mprotect(area + count * page, page, PROT_NONE) != 0)
             return 3;
         madvise(area, count * page, MADV_NOHUGEPAGE);
-        int write = strcmp(command, "write") == 0;
+        int churn = strcmp(command, "churn") == 0;
+        int write = churn || strcmp(command, "write") == 0;
         for (long i = 0; i < count; i++) {
             if (write)
                 ((volatile char *)area)[i * page] = 1;
             else
                 sink += ((volatile char *)area)[i * page];
         }
-        if (nareas < 64) {
+        if (churn) {
+            if (churned != NULL)
+                munmap(churned, (churned_pages + 1) * page);
+            churned = area;
+            churned_pages = count;
+        } else if (nareas < 64) {
             areas[nareas] = area;
             sizes[nareas++] = count;
         }

@@ -50,7 +50,8 @@ def test_guest_suite(boot, topology, suite):
                "env", f"LLAMAS_LAB_TOPOLOGY={topology}", "python", "-m", "pytest", *suite,
                "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=540)
-    output = result.stdout[-6000:] + result.stderr[-2000:]
+    # what failed first, in a line each (a CI log shows only so much), then the guest's output
+    output = "\n".join(_failures(report) + [result.stdout[-6000:], result.stderr[-2000:]])
     assert result.returncode == 0, output
     results = ET.parse(report).getroot()
     results = results if results.tag == "testsuite" else results.find("testsuite")
@@ -58,3 +59,17 @@ def test_guest_suite(boot, topology, suite):
     counts = {k: int(results.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
     assert counts["tests"] > 0 and counts == {**counts, "failures": 0, "errors": 0, "skipped": 0}, output
     print(result.stderr.strip())  # the boot time line
+
+
+def _failures(report: Path) -> list[str]:
+    """`test: message` for each failed guest test, from the guest's JUnit report."""
+    try:
+        root = ET.parse(report).getroot()
+    except (OSError, ET.ParseError):
+        return []
+    out = []
+    for case in root.iter("testcase"):
+        for problem in [*case.findall("failure"), *case.findall("error")]:
+            message = " ".join((problem.get("message") or "").split())[:600]
+            out.append(f"FAILED {case.get('name')}: {message}")
+    return out
