@@ -6,8 +6,9 @@ What it does, busiest process first, one rule per process at most:
   dram       write-heavy with its pages on a write-slow node -> home on the fast node;
   readmostly reads, hardly any writes, and a node that reads fast but writes slowly -> home there
              (remote on purpose: such nodes are usually CPU-less);
-  colocate   a high remote-allocation or remote-hint fraction -> CPUs and memory on one node
-             (threads go to the memory when that node has CPUs, else memory comes home);
+  colocate   a high remote-allocation, remote-hint or remote-resident fraction -> CPUs and memory
+             on one node (threads go to the memory when that node has CPUs and is on the fast
+             tier, else memory comes home: hot pages stuck on a slow tier come back to DRAM);
   tier       big and busy on the fast tier, with a slower tier present -> cold mappings demoted.
 Memory rules get `demote_node` on the slowest tier, except a write-slow one for a writer.
 Restraint: nothing for processes below MIN_EVENTS events a window (or MIN_GPU_CALLS), nothing
@@ -198,12 +199,12 @@ class HeuristicAdvisor:
                     f"read-mostly ({_pct(writes)} of faults are writes); node {target.id} reads nearly as "
                     f"fast as DRAM ({target.read_latency_ns} ns) but writes slowly: its pages go there, "
                     f"which frees DRAM for writers")
-        remote = max(p.remote_alloc_fraction, p.remote_hint_fraction)
+        remote = max(p.remote_alloc_fraction, p.remote_hint_fraction, p.remote_resident_fraction)
         if remote >= REMOTE_ENTER:
             if mem_node is not None and topo.has_cpus(mem_node) and topo.is_fast(mem_node):
                 return ({"name": name("colocate"), "match": match, "cpu": {"nodes": [mem_node]},
                          "memory": memory(mem_node, writes >= WRITE_HEAVY)},
-                        f"{_pct(remote)} of its allocations or hinting faults are remote and "
+                        f"{_pct(remote)} of its allocations, hinting faults or resident pages are remote and "
                         f"{_pct(mem_share)} of its pages are on node {mem_node}: threads go there")
             home = topo.home_for(p)
             if home is not None:

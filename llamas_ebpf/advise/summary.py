@@ -60,10 +60,20 @@ class ProcSummary:
     def resident_pages(self) -> int:
         return sum(self.resident_by_node.values())
 
+    @property
+    def remote_resident_fraction(self) -> float:
+        """Resident pages on other nodes than its CPU's: where its memory is, not how it got there
+        (with NUMA balancing off nothing else tells that a process reads memory far away)."""
+        total = self.resident_pages
+        if self.cpu_node is None or not total:
+            return 0.0
+        return 1.0 - self.resident_by_node.get(self.cpu_node, 0) / total
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out["remote_alloc_fraction"] = round(self.remote_alloc_fraction, 3)
         out["remote_hint_fraction"] = round(self.remote_hint_fraction, 3)
+        out["remote_resident_fraction"] = round(self.remote_resident_fraction, 3)
         out["write_fraction"] = round(self.write_fraction, 3)
         return out
 

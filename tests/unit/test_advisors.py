@@ -160,3 +160,22 @@ def test_gpu_busy_process_goes_to_its_gpus_node_and_audit_flags_it_far():
     assert rules == [{"name": "h-gpu-777", "match": {"pid": 777}, "gpu": {"device": 0}}]
     far = [f for f in findings(window, inventory, None) if f["kind"] == "gpu-far-from-cpu"]
     assert far and far[0]["pid"] == 777 and "node 1" in far[0]["summary"]
+
+
+def test_busy_process_with_its_memory_on_the_slow_tier_gets_it_home():
+    """Allocations local (its new pages come to node0) but what it holds sits on node2, the slow
+    CPU-less tier: with NUMA balancing off only the resident placement shows it."""
+    stuck = ProcessSample(pid=5001, comm="stuck", faults=FaultCounts(user=4000, write=4000),
+                          numa=NumaCounts(alloc_local=4000, alloc_remote=0, alloc_pages_by_node={0: 4000}),
+                          cpu_node=0, resident_by_node={0: 1000, 2: 30000})
+    settled = ProcessSample(pid=5002, comm="settled", faults=FaultCounts(user=4000, write=4000),
+                            numa=NumaCounts(alloc_local=4000, alloc_pages_by_node={0: 4000}),
+                            cpu_node=0, resident_by_node={0: 30000})
+    window = summarize([_snap([stuck, settled])], read_proc=False)
+    inventory = discover(FIXTURES / "sysfs/lab-tiered", DEVICES)
+    advice = HeuristicAdvisor(touchable=lambda pid: True, alive=lambda pid: True).advise(_input(window, inventory))
+    rules = json.loads(advice.raw)["rules"]
+    assert [r["match"] for r in rules] == [{"pid": 5001}]
+    assert rules[0]["cpu"] == {"nodes": [0]} and rules[0]["memory"]["home_node"] == 0
+    assert rules[0]["memory"]["demote_node"] == 2  # what stays idle goes back to the slow tier
+    assert "97% remote" in advice.explanations[rules[0]["name"]]

@@ -1,0 +1,177 @@
+"""Convergence on a misplaced workload in the lab: `llamas run` (heuristic advisor) against the
+kernel's own NUMA balancing, mode 1 and mode 2 (memory tiering), in one run. Inside the
+`tiered` guest, as root:
+
+    scripts/lab --timeout 1500 -- python benchmarks/convergence_lab.py [--seconds 90] [--hot 8192]
+
+The workload (benchmarks/hotcold.c) runs on node0's CPU. It reads HOT pages all the time, wrote
+COLD pages once and leaves them, and maps/writes/unmaps a few pages every 10 ms, as programs
+allocate. Before each arm starts, the harness puts every hot and cold page on node2, the slow
+CPU-less tier: the state a process is in after its memory was demoted, or allocated when DRAM was
+full. Then, per arm, for --seconds:
+  - kernel-1   numa_balancing=1: hinting faults move pages towards the CPU that touches them;
+  - kernel-2   numa_balancing=2: hot pages on a slower tier are promoted to the fast tier;
+  - llamas     numa_balancing=0 and `llamas run --advisor heuristic` (started and compiled
+               before the workload starts; its start-up is reported apart);
+  - none       numa_balancing=0 and nothing else: the floor.
+Reported per arm: the fraction of hot pages on the fast tier (node0 or node1) and on node0 over
+time (move_pages' own query, every second), the seconds until 50% and 90% of the hot pages are on
+the fast tier, where the cold pages ended up, pages migrated (/proc/vmstat pgmigrate_success,
+which counts the kernel's and move_pages' migrations alike), and CPU: the workload's own user and
+system time (NUMA balancing scans and handles hinting faults in the task's context, so the
+kernel's cost shows there), llamas' own CPU time, and the whole guest's busy time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from llamas_ebpf.kernel import mempolicy
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = {0, 1}  # the tiered topology's DRAM nodes; node2 is the slow tier
+CHUNK = 4096
+VMSTAT = ("pgmigrate_success", "numa_pages_migrated", "pgpromote_success", "numa_hint_faults")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def vmstat() -> dict[str, int]:
+    values = dict(line.split() for line in Path("/proc/vmstat").read_text().splitlines())
+    return {k: int(values.get(k, 0)) for k in VMSTAT}
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) seconds of a process, its reaped children included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    user, system, cuser, csystem = (int(x) for x in fields[11:15])
+    return (user + cuser) / TICK, (system + csystem) / TICK
+
+
+def busy_seconds() -> float:
+    """The guest's busy CPU time, all CPUs: everything but idle and iowait."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / TICK
+
+
+def nodes_of(pid: int, addresses: list[int]) -> list[int]:
+    out: list[int] = []
+    for i in range(0, len(addresses), CHUNK):
+        out += mempolicy.move_pages(pid, addresses[i:i + CHUNK], None)
+    return out
+
+
+def place(pid: int, addresses: list[int], node: int) -> None:
+    for i in range(0, len(addresses), CHUNK):
+        chunk = addresses[i:i + CHUNK]
+        mempolicy.move_pages(pid, chunk, [node] * len(chunk))
+
+
+class Llamas:
+    """`llamas run --advisor heuristic` with its own state, started before the workload."""
+
+    def __init__(self, work: Path, decide_every: float) -> None:
+        env = {**os.environ, "LLAMAS_STATE_DIR": str(work / "state"), "LLAMAS_CONFIG_DIR": str(work),
+               "LLAMAS_PIN_DIR": "/sys/fs/bpf/llamas-convergence"}
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            ["llamas", "run", "--advisor", "heuristic", "--decide-every", str(decide_every),
+             "--devices", str(ROOT / "devices")],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[tuple[float, str]] = []
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self.ready.wait(600):
+            raise SystemExit(f"llamas run did not start: {self.lines}")
+        self.startup_s = time.monotonic() - started
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append((time.monotonic(), line.strip()))
+            if "deciding every" in line:
+                self.ready.set()
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=300)
+
+
+def arm(name: str, balancing: int, binary: Path, args: argparse.Namespace, work: Path) -> dict:
+    Path("/proc/sys/kernel/numa_balancing").write_text(str(balancing))
+    llamas = Llamas(work / name, args.decide_every) if name == "llamas" else None
+    child = subprocess.Popen(["taskset", "-c", "0", str(binary), str(args.hot), str(args.cold), "16"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    _, hot_at, cold_at = child.stdout.readline().split()
+    hot = [int(hot_at, 16) + i * 4096 for i in range(args.hot)]
+    cold = [int(cold_at, 16) + i * 4096 for i in range(args.cold)]
+    place(child.pid, hot + cold, 2)
+    on_slow = nodes_of(child.pid, hot + cold).count(2) / (args.hot + args.cold)
+    before_vm, before_busy = vmstat(), busy_seconds()
+    before_llamas = cpu_seconds(llamas.proc.pid) if llamas else (0.0, 0.0)
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    started = time.monotonic()
+    series = []
+    while (elapsed := time.monotonic() - started) < args.seconds:
+        hot_nodes, cold_nodes = nodes_of(child.pid, hot), nodes_of(child.pid, cold)
+        series.append([round(elapsed, 1),
+                       round(sum(n in FAST for n in hot_nodes) / args.hot, 3),
+                       round(hot_nodes.count(0) / args.hot, 3),
+                       round(sum(n in FAST for n in cold_nodes) / args.cold, 3)])
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - started - elapsed)))
+    elapsed = time.monotonic() - started
+    after_vm, after_busy = vmstat(), busy_seconds()
+    work_user, work_system = cpu_seconds(child.pid)
+    after_llamas = cpu_seconds(llamas.proc.pid) if llamas else (0.0, 0.0)
+    child.stdin.write("stop\n")
+    child.stdin.flush()
+    child.wait(timeout=60)
+    result = {
+        "arm": name, "numa_balancing": balancing, "seconds": round(elapsed, 1),
+        "placed_on_node2_at_start": round(on_slow, 3),
+        "hot_on_fast_tier_final": series[-1][1], "hot_on_node0_final": series[-1][2],
+        "cold_on_fast_tier_final": series[-1][3],
+        "t50_hot_on_fast_tier_s": next((t for t, fast, *_ in series if fast >= 0.5), None),
+        "t90_hot_on_fast_tier_s": next((t for t, fast, *_ in series if fast >= 0.9), None),
+        "cold_on_fast_tier_peak": max(row[3] for row in series),
+        "vmstat": {k: after_vm[k] - before_vm[k] for k in VMSTAT},
+        "workload_cpu_s": {"user": round(work_user, 2), "system": round(work_system, 2)},
+        "llamas_cpu_s": round(sum(after_llamas) - sum(before_llamas), 2),
+        "guest_busy_cpu_s": round(after_busy - before_busy, 2),
+        "series": series,  # [seconds, hot on fast tier, hot on node0, cold on fast tier]
+    }
+    if llamas is not None:
+        result["llamas_startup_s"] = round(llamas.startup_s, 1)
+        result["llamas_said"] = [[round(t - started, 1), line] for t, line in llamas.lines if t >= started]
+        llamas.stop()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=90)
+    parser.add_argument("--hot", type=int, default=8192, help="pages read all the time (32 MiB)")
+    parser.add_argument("--cold", type=int, default=8192, help="pages written once (32 MiB)")
+    parser.add_argument("--decide-every", type=float, default=5)
+    parser.add_argument("--arms", default="kernel-1,kernel-2,llamas,none")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp())
+    binary = work / "hotcold"
+    subprocess.run(["gcc", "-O1", "-o", str(binary), str(ROOT / "benchmarks/hotcold.c")], check=True)
+    modes = {"kernel-1": 1, "kernel-2": 2, "llamas": 0, "none": 0}
+    results = [arm(name, modes[name], binary, args, work) for name in args.arms.split(",")]
+    Path("/proc/sys/kernel/numa_balancing").write_text("0")
+    print(json.dumps({"hot_pages": args.hot, "cold_pages": args.cold, "arms": results}))
+
+
+if __name__ == "__main__":
+    main()
