@@ -74,6 +74,19 @@ def place(pid: int, addresses: list[int], node: int) -> None:
         mempolicy.move_pages(pid, chunk, [node] * len(chunk))
 
 
+def mapping_facts(pid: int, start: int) -> dict[str, str]:
+    """The smaps lines of one mapping that say what the kernel knows of its use."""
+    facts: dict[str, str] = {}
+    inside = False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(None, 1)[0]
+        if "-" in head and not head.endswith(":"):
+            inside = int(head.split("-")[0], 16) == start
+        elif inside and head in ("Rss:", "Referenced:", "VmFlags:"):
+            facts[head.rstrip(":")] = line.split(None, 1)[1].strip()
+    return facts
+
+
 class Llamas:
     """`llamas run --advisor heuristic` with its own state, started before the workload."""
 
@@ -132,6 +145,7 @@ def arm(name: str, balancing: int, binary: Path, args: argparse.Namespace, work:
     after_vm, after_busy = vmstat(), busy_seconds()
     work_user, work_system = cpu_seconds(child.pid)
     after_llamas = cpu_seconds(llamas.proc.pid) if llamas else (0.0, 0.0)
+    cold_mapping = mapping_facts(child.pid, int(cold_at, 16))
     child.stdin.write("stop\n")
     child.stdin.flush()
     child.wait(timeout=60)
@@ -143,6 +157,7 @@ def arm(name: str, balancing: int, binary: Path, args: argparse.Namespace, work:
         "t50_hot_on_fast_tier_s": next((t for t, fast, *_ in series if fast >= 0.5), None),
         "t90_hot_on_fast_tier_s": next((t for t, fast, *_ in series if fast >= 0.9), None),
         "cold_on_fast_tier_peak": max(row[3] for row in series),
+        "cold_mapping_at_end": cold_mapping,
         "vmstat": {k: after_vm[k] - before_vm[k] for k in VMSTAT},
         "workload_cpu_s": {"user": round(work_user, 2), "system": round(work_system, 2)},
         "llamas_cpu_s": round(sum(after_llamas) - sum(before_llamas), 2),
@@ -151,7 +166,12 @@ def arm(name: str, balancing: int, binary: Path, args: argparse.Namespace, work:
     }
     if llamas is not None:
         result["llamas_startup_s"] = round(llamas.startup_s, 1)
-        result["llamas_said"] = [[round(t - started, 1), line] for t, line in llamas.lines if t >= started]
+        said = [[round(t - started, 1), line[:300]] for t, line in llamas.lines if t >= started]
+        result["llamas_said"] = said
+        audit = work / name / "state" / "audit.jsonl"
+        result["llamas_rules"] = [rule for line in audit.read_text().splitlines()
+                                  if (entry := json.loads(line)).get("event") == "apply"
+                                  for rule in entry["document"]["rules"]]
         llamas.stop()
     return result
 
@@ -164,6 +184,10 @@ def main() -> None:
     parser.add_argument("--decide-every", type=float, default=5)
     parser.add_argument("--arms", default="kernel-1,kernel-2,llamas,none")
     args = parser.parse_args()
+    # the harness keeps to node1 (CPU 1, its pages there too), off the workload's CPU, and gives
+    # the heuristic no reason to take it
+    os.sched_setaffinity(0, {1})
+    subprocess.run(["migratepages", str(os.getpid()), "0,2", "1"], check=True)
     work = Path(tempfile.mkdtemp())
     binary = work / "hotcold"
     subprocess.run(["gcc", "-O1", "-o", str(binary), str(ROOT / "benchmarks/hotcold.c")], check=True)
