@@ -48,14 +48,14 @@ class ColdTracker:
     def mark(self, tgid: int) -> bool:
         """Start a measurement: clear the accessed bits of the process's candidate mappings."""
         try:
+            mappings = [(start, end) for start, end, rss, _ in candidates(self._smaps(tgid)) if rss > 0]
             if self.use_madvise:
                 try:
-                    mempolicy.madvise_cold(tgid, [(start, end) for start, end, rss, _ in
-                                                  candidates(self._smaps(tgid)) if rss > 0])
+                    mempolicy.madvise_cold(tgid, mappings)
                 except OSError as exc:
-                    if exc.errno == errno.ESRCH:
-                        raise
-                    self.use_madvise = False  # ENOSYS, EPERM: the fallback from now on
+                    if exc.errno not in (errno.ENOSYS, errno.EPERM, errno.EACCES):
+                        raise  # gone (ESRCH), or something else about this process only
+                    self.use_madvise = False  # this kernel or this caller: the fallback from now on
             if not self.use_madvise:
                 (self.proc / str(tgid) / "clear_refs").write_text("1")
         except OSError:

@@ -41,3 +41,4 @@ def test_a_process_that_exited_is_forgotten(toucher):
     toucher.close()
     assert not tracker.mark(pid)
     assert pid not in tracker.marked and tracker.cold_ranges(pid) == []
+    assert tracker.use_madvise  # one process gone says nothing about the kernel
