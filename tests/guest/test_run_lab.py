@@ -55,9 +55,14 @@ def test_a_generation_that_makes_placement_worse_is_reverted(env, toucher_binary
             env={**env, "ANTHROPIC_API_KEY": "sk-lab", "ANTHROPIC_BASE_URL": server.url,
                  "LLAMAS_CONFIG_DIR": str(tmp_path)},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        said: list[str] = []
         try:
-            assert wait_for_line(run.stderr, "generation 1 in force", 300), "never applied"
-            assert wait_for_line(run.stderr, "reverted generation 1", 90), "never reverted"
+            assert wait_for_line(run.stderr, "generation 1 in force", 300, said), f"never applied: {said[-5:]}"
+            if not wait_for_line(run.stderr, "reverted generation 1", 90, said):
+                events = [{k: e.get(k) for k in ("event", "generation", "outcome", "reason", "before", "after")}
+                          for e in _audit(env)[-8:]]
+                raise AssertionError(f"never reverted; llamas said {said[-6:]}; audit {events}; pages by node "
+                                     f"{mempolicy.pages_per_node(child.pid)}")
         finally:
             run.send_signal(signal.SIGTERM)
             run.wait(timeout=120)

@@ -53,9 +53,9 @@ class Toucher:
             self.proc.wait(timeout=10)
 
 
-def wait_for_line(stream, text: str, timeout: float) -> bool:
+def wait_for_line(stream, text: str, timeout: float, seen: list[str] | None = None) -> bool:
     """Read lines from a pipe until one contains `text` (the controller says when bpf/enforce.c is
-    attached); False on timeout or end of stream."""
+    attached); False on timeout or end of stream. Lines read are appended to `seen`."""
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         if not select.select([stream], [], [], left)[0]:
@@ -63,6 +63,8 @@ def wait_for_line(stream, text: str, timeout: float) -> bool:
         line = stream.readline()
         if not line:
             return False
+        if seen is not None:
+            seen.append(line.strip())
         if text in line:
             return True
     return False
