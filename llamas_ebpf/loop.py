@@ -10,7 +10,9 @@ process runs on); a rule that puts memory away from the CPU on purpose (read-mos
 slower node) has no locality target and is left to the advisor's next window. When the mean over
 a generation's processes is worse than before the decision by more than `revert_threshold` for
 two intervals in a row, the loop rolls back (every page and mask the policy changed goes back)
-and re-applies the previous document, at once, and logs why.
+and re-applies the previous document, at once, and logs why. A generation is watched for at
+least WATCH_INTERVALS intervals, across decision windows if those are shorter, so that pages
+still moving when the next window begins are judged too; then its effect is logged.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from llamas_ebpf.snapshot import Snapshot
 
 MIN_EVENTS = 256
 RECENT = 10  # decisions the advisor sees
+WATCH_INTERVALS = 10  # snapshots a generation is judged on at least
 
 
 def log(message: str) -> None:
@@ -252,8 +255,8 @@ class RunLoop:
     def _log_effect(self, window: WindowSummary) -> None:
         """The measured effect of the generation watched so far, once its window is over."""
         watch = self.watch
-        if watch is None or not watch.samples:
-            return
+        if watch is None or len(watch.samples) < WATCH_INTERVALS:
+            return  # still being judged (a new generation replaces it)
         last = watch.samples[-1]
         common = [p for p in last if p in watch.baseline]
         if common:
