@@ -10,8 +10,8 @@
 BPF_ARRAY(cpu_node, u32, LLAMAS_MAX_CPUS);
 BPF_TABLE("lru_percpu_hash", u32, struct cpu_migration_counts, thread_migrations,
           LLAMAS_MAX_PROCS);
-BPF_PERCPU_ARRAY(health, u64, HEALTH_SLOTS);
-static __always_inline void health_inc(int slot) { u64 *v = health.lookup(&slot); if (v) (*v)++; }
+BPF_PERCPU_ARRAY(cpu_migrate_health, u64, HEALTH_SLOTS);
+static __always_inline void cpu_migrate_health_inc(int slot) { u64 *v = cpu_migrate_health.lookup(&slot); if (v) (*v)++; }
 
 static __always_inline struct cpu_migration_counts *thread_migrations_get(u32 *key)
 {
@@ -20,7 +20,7 @@ static __always_inline struct cpu_migration_counts *thread_migrations_get(u32 *k
         return value;
     struct cpu_migration_counts zero = {};
     value = thread_migrations.lookup_or_try_init(key, &zero);
-    health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
+    cpu_migrate_health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
     return value;
 }
 

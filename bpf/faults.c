@@ -17,8 +17,8 @@
 BPF_TABLE("lru_percpu_hash", u32, struct fault_counts, proc_faults, LLAMAS_MAX_PROCS);
 BPF_TABLE("lru_hash", u32, struct comm_value, comms, LLAMAS_MAX_PROCS);
 BPF_PERCPU_ARRAY(node_faults, u64, LLAMAS_MAX_NODES);
-BPF_PERCPU_ARRAY(health, u64, HEALTH_SLOTS);
-static __always_inline void health_inc(int slot) { u64 *v = health.lookup(&slot); if (v) (*v)++; }
+BPF_PERCPU_ARRAY(faults_health, u64, HEALTH_SLOTS);
+static __always_inline void faults_health_inc(int slot) { u64 *v = faults_health.lookup(&slot); if (v) (*v)++; }
 
 static __always_inline struct fault_counts *proc_faults_get(u32 *key)
 {
@@ -27,7 +27,7 @@ static __always_inline struct fault_counts *proc_faults_get(u32 *key)
         return value;
     struct fault_counts zero = {};
     value = proc_faults.lookup_or_try_init(key, &zero);
-    health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
+    faults_health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
     return value;
 }
 
@@ -43,7 +43,7 @@ static __always_inline struct region_counts *regions_get(struct region_key *key)
         return value;
     struct region_counts zero = {};
     value = regions.lookup_or_try_init(key, &zero);
-    health_inc(value ? HEALTH_REGION_INSERTS : HEALTH_REGION_FULL);
+    faults_health_inc(value ? HEALTH_REGION_INSERTS : HEALTH_REGION_FULL);
     return value;
 }
 

@@ -6,8 +6,8 @@
 #include "llamas.h"
 
 BPF_TABLE("lru_percpu_hash", struct gpu_key, struct gpu_counts, fence_events, LLAMAS_MAX_PROCS);
-BPF_PERCPU_ARRAY(health, u64, HEALTH_SLOTS);
-static __always_inline void health_inc(int slot) { u64 *v = health.lookup(&slot); if (v) (*v)++; }
+BPF_PERCPU_ARRAY(gpu_fence_health, u64, HEALTH_SLOTS);
+static __always_inline void gpu_fence_health_inc(int slot) { u64 *v = gpu_fence_health.lookup(&slot); if (v) (*v)++; }
 
 static __always_inline struct gpu_counts *fence_events_get(struct gpu_key *key)
 {
@@ -16,7 +16,7 @@ static __always_inline struct gpu_counts *fence_events_get(struct gpu_key *key)
         return value;
     struct gpu_counts zero = {};
     value = fence_events.lookup_or_try_init(key, &zero);
-    health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
+    gpu_fence_health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
     return value;
 }
 

@@ -1,6 +1,6 @@
 /* llamas.h: the structs and limits that cross from the BPF programs into Python.
  *
- * Mirrored once in Python (llamas_ebpf/probes/layout.py); BCC hands Python ctypes views of these
+ * Mirrored once in Python (llamas_ebpf/probes/base.py); BCC hands Python ctypes views of these
  * structs by name, so Python reads fields, never offsets. Nothing here reads a kernel struct:
  * the headers on this host may not match the running kernel, so every probe works from
  * tracepoint arguments and helpers only.
@@ -15,7 +15,7 @@
 #define LLAMAS_REGION_SHIFT 21    /* 2 MiB regions */
 #define LLAMAS_COMM_LEN 16
 
-/* health[] slots, one per-CPU array per program */
+/* <probe>_health[] slots, one per-CPU array per probe */
 #define HEALTH_PROC_INSERTS 0     /* new keys put in the per-process map */
 #define HEALTH_PROC_FULL 1        /* inserts that failed: the map was full */
 #define HEALTH_REGION_INSERTS 2
@@ -30,10 +30,16 @@ static __always_inline int llamas_node_slot(int node)
     return node < LLAMAS_MAX_NODES ? node : LLAMAS_MAX_NODES - 1;
 }
 
-/* Every program declares its own `health` per-CPU array and a `health_inc(slot)` helper beside
- * it: BCC rewrites map calls only in the main file, never in an included header or inside a
- * macro. A per-key map is read as: lookup; on a miss, count an insert and lookup_or_try_init;
- * on a second miss, count a full map. Python derives LRU evictions from the insert count. */
+/* Every probe declares its own `<probe>_health` per-CPU array and a `<probe>_health_inc(slot)`
+ * helper beside it: BCC rewrites map calls only in the main file, never in an included header or
+ * inside a macro. A per-key map is read as: lookup; on a miss, count an insert and
+ * lookup_or_try_init; on a second miss, count a full map. Python derives LRU evictions from the
+ * insert count.
+ *
+ * The sensor compiles the probes' sources as one text into one BPF object
+ * (llamas_ebpf/probes/bundle.py), so every map, helper and program name is unique across the
+ * sources here. Sources that are alternatives for one probe (numa_hint_fentry.c and
+ * numa_hint_sched.c) may share names. */
 
 struct fault_counts {
     u64 user_read;

@@ -15,9 +15,9 @@
 
 BPF_ARRAY(node_ranges, struct pfn_range, MAX_RANGES);
 BPF_TABLE("lru_percpu_hash", u32, struct alloc_counts, proc_allocs, LLAMAS_MAX_PROCS);
-BPF_PERCPU_ARRAY(node_matrix, u64, LLAMAS_MAX_NODES * LLAMAS_MAX_NODES);
-BPF_PERCPU_ARRAY(health, u64, HEALTH_SLOTS);
-static __always_inline void health_inc(int slot) { u64 *v = health.lookup(&slot); if (v) (*v)++; }
+BPF_PERCPU_ARRAY(alloc_matrix, u64, LLAMAS_MAX_NODES * LLAMAS_MAX_NODES);
+BPF_PERCPU_ARRAY(numa_alloc_health, u64, HEALTH_SLOTS);
+static __always_inline void numa_alloc_health_inc(int slot) { u64 *v = numa_alloc_health.lookup(&slot); if (v) (*v)++; }
 
 static __always_inline struct alloc_counts *proc_allocs_get(u32 *key)
 {
@@ -26,7 +26,7 @@ static __always_inline struct alloc_counts *proc_allocs_get(u32 *key)
         return value;
     struct alloc_counts zero = {};
     value = proc_allocs.lookup_or_try_init(key, &zero);
-    health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
+    numa_alloc_health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
     return value;
 }
 
@@ -57,7 +57,7 @@ TRACEPOINT_PROBE(kmem, mm_page_alloc)
         return 0;  /* attached before user space filled the ranges */
     int mem_node = pfn_to_node(args->pfn);
     if (mem_node < 0) {
-        health_inc(HEALTH_DROPS);
+        numa_alloc_health_inc(HEALTH_DROPS);
         return 0;
     }
     int cpu_node = bpf_get_numa_node_id();
@@ -74,7 +74,7 @@ TRACEPOINT_PROBE(kmem, mm_page_alloc)
             counts->pages_on_node[slot] += pages;
     }
     int cell = llamas_node_slot(cpu_node) * LLAMAS_MAX_NODES + llamas_node_slot(mem_node);
-    u64 *matrix = node_matrix.lookup(&cell);
+    u64 *matrix = alloc_matrix.lookup(&cell);
     if (matrix)
         *matrix += pages;
     return 0;

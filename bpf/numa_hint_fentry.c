@@ -12,9 +12,9 @@
 #define TNF_FAULT_LOCAL 0x08
 
 BPF_TABLE("lru_percpu_hash", u32, struct hint_counts, proc_hints, LLAMAS_MAX_PROCS);
-BPF_PERCPU_ARRAY(node_matrix, u64, LLAMAS_MAX_NODES * LLAMAS_MAX_NODES);
-BPF_PERCPU_ARRAY(health, u64, HEALTH_SLOTS);
-static __always_inline void health_inc(int slot) { u64 *v = health.lookup(&slot); if (v) (*v)++; }
+BPF_PERCPU_ARRAY(hint_matrix, u64, LLAMAS_MAX_NODES * LLAMAS_MAX_NODES);
+BPF_PERCPU_ARRAY(numa_hint_health, u64, HEALTH_SLOTS);
+static __always_inline void numa_hint_health_inc(int slot) { u64 *v = numa_hint_health.lookup(&slot); if (v) (*v)++; }
 
 static __always_inline struct hint_counts *proc_hints_get(u32 *key)
 {
@@ -23,7 +23,7 @@ static __always_inline struct hint_counts *proc_hints_get(u32 *key)
         return value;
     struct hint_counts zero = {};
     value = proc_hints.lookup_or_try_init(key, &zero);
-    health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
+    numa_hint_health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
     return value;
 }
 
@@ -44,7 +44,7 @@ KFUNC_PROBE(task_numa_fault, int last_cpupid, int mem_node, int pages, int flags
     }
     int cell = llamas_node_slot(bpf_get_numa_node_id()) * LLAMAS_MAX_NODES +
                llamas_node_slot(mem_node);
-    u64 *matrix = node_matrix.lookup(&cell);
+    u64 *matrix = hint_matrix.lookup(&cell);
     if (matrix)
         (*matrix)++;
     return 0;

@@ -6,8 +6,8 @@
 #include "llamas.h"
 
 BPF_TABLE("lru_percpu_hash", u32, struct numa_move_counts, proc_moves, LLAMAS_MAX_PROCS);
-BPF_PERCPU_ARRAY(health, u64, HEALTH_SLOTS);
-static __always_inline void health_inc(int slot) { u64 *v = health.lookup(&slot); if (v) (*v)++; }
+BPF_PERCPU_ARRAY(numa_hint_health, u64, HEALTH_SLOTS);
+static __always_inline void numa_hint_health_inc(int slot) { u64 *v = numa_hint_health.lookup(&slot); if (v) (*v)++; }
 
 static __always_inline struct numa_move_counts *proc_moves_get(u32 *key)
 {
@@ -16,7 +16,7 @@ static __always_inline struct numa_move_counts *proc_moves_get(u32 *key)
         return value;
     struct numa_move_counts zero = {};
     value = proc_moves.lookup_or_try_init(key, &zero);
-    health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
+    numa_hint_health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
     return value;
 }
 

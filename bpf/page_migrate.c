@@ -11,8 +11,8 @@
 
 BPF_TABLE("lru_percpu_hash", struct page_migration_key, struct page_migration_counts,
           proc_migrations, LLAMAS_MAX_PROCS);
-BPF_PERCPU_ARRAY(health, u64, HEALTH_SLOTS);
-static __always_inline void health_inc(int slot) { u64 *v = health.lookup(&slot); if (v) (*v)++; }
+BPF_PERCPU_ARRAY(page_migrate_health, u64, HEALTH_SLOTS);
+static __always_inline void page_migrate_health_inc(int slot) { u64 *v = page_migrate_health.lookup(&slot); if (v) (*v)++; }
 
 static __always_inline struct page_migration_counts *proc_migrations_get(struct page_migration_key *key)
 {
@@ -21,7 +21,7 @@ static __always_inline struct page_migration_counts *proc_migrations_get(struct 
         return value;
     struct page_migration_counts zero = {};
     value = proc_migrations.lookup_or_try_init(key, &zero);
-    health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
+    page_migrate_health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
     return value;
 }
 

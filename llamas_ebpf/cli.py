@@ -41,6 +41,11 @@ def _doctor_report() -> dict:
             name: {"method": h.method, "status": h.status, "reason": h.reason}
             for name, h in sensor.health.items()
         }
+        build = {
+            "shared_object": list(sensor.bundle.health),
+            "note": sensor.bundle.note,
+            "seconds": round(sensor.build_s, 2),
+        }
     return {
         "kernel": os.uname().release,
         "headers": {
@@ -52,6 +57,7 @@ def _doctor_report() -> dict:
         "mounted_now": mounted,
         "capabilities": caps.to_dict(),
         "probes": probes,
+        "build": build,
     }
 
 
@@ -80,6 +86,11 @@ def doctor(json_out: JsonFlag = False) -> None:
     for name, probe in report["probes"].items():
         method = probe["method"] or "-"
         print(f"  {name:<13} {probe['status']:<12} {method:<18} {safe(probe['reason'])}")
+    build = report["build"]
+    together = ", ".join(build["shared_object"]) or "none"
+    print(f"build    {build['seconds']} s; one BPF object for: {together}")
+    if build["note"]:
+        print(f"         {safe(build['note'])}")
 
 
 @app.command()

@@ -14,6 +14,7 @@ from pathlib import Path
 from llamas_ebpf.errors import LlamasError
 from llamas_ebpf.kernel import bpfsys, features, mempolicy, mounts, nodes, procfs
 from llamas_ebpf.paths import Paths
+from llamas_ebpf.probes import bundle
 from llamas_ebpf.probes.base import Probe, ProbeOptions, SnapshotBuilder, prog_stats
 from llamas_ebpf.probes.cpu_migrate import CpuMigrateProbe
 from llamas_ebpf.probes.cuda import CudaProbe
@@ -100,15 +101,21 @@ class Sensor:
         self.health: dict[str, ProbeHealth] = {}
         self._stats_fd = bpfsys.enable_stats() if bpf_stats else None
         self._prog_prev: dict[str, tuple[int, int]] = {}
+        self.bundle = bundle.Bundle()
         try:
-            for probe_class in PROBES:
-                if only is not None and probe_class.name not in only:
-                    continue
-                probe = probe_class(self.options)
-                self.health[probe.name] = probe.attach(self.caps)
+            chosen = [cls(self.options) for cls in PROBES if only is None or cls.name in only]
+            started = time.monotonic()
+            self.bundle = bundle.build(chosen, self.caps, self.options.bpf_dir)
+            for probe in chosen:
+                health = self.bundle.health.get(probe.name)
+                if health is None:
+                    tried = self.bundle.note if probe.name in self.bundle.tried else ""
+                    health = probe.attach(self.caps, tried=tried)
+                self.health[probe.name] = health
                 if probe.method is not None:
                     self.probes.append(probe)
                     self._prog_prev[probe.name] = prog_stats(probe.program_fds())
+            self.build_s = time.monotonic() - started
         except BaseException:
             self.close()
             raise
@@ -206,6 +213,7 @@ class Sensor:
         for probe in self.probes:
             probe.close()
         self.probes = []
+        self.bundle.close()
         if self._stats_fd is not None:
             os.close(self._stats_fd)
             self._stats_fd = None

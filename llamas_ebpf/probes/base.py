@@ -59,6 +59,15 @@ def plan(chain: tuple[AttachMethod, ...], caps: Capabilities) -> list[tuple[Atta
     return [(method, method.blocker(caps)) for method in chain]
 
 
+@dataclass(frozen=True)
+class ProgramSource:
+    """A probe's C source under bpf/ for one attach method, and the macros it is compiled with
+    (`NAME` or `NAME=VALUE`)."""
+
+    file: str
+    defines: tuple[str, ...] = ()
+
+
 @dataclass
 class ProbeOptions:
     bpf_dir: Path
@@ -110,10 +119,20 @@ class Probe(ABC):
         self.options = options
         self.method: str | None = None
         self.bpf: Any = None
+        self.owns_bpf = True  # False while the object is the sensor's bundle, shared
+        self.programs: set[str] | None = None  # this probe's functions in a shared object
+        self.caps: Capabilities | None = None
         self._health_prev: dict[str, int] = {}
 
-    def attach(self, caps: Capabilities) -> ProbeHealth:
-        reasons: list[str] = []
+    @property
+    def health_map(self) -> str:
+        return f"{self.name}_health"
+
+    def attach(self, caps: Capabilities, tried: str = "") -> ProbeHealth:
+        """Compile, load and attach alone, through the chain. `tried`: why the shared build did
+        not carry this probe, added to the reasons."""
+        self.prepare(caps)
+        reasons: list[str] = [tried] if tried else []
         for position, (method, blocker) in enumerate(plan(self.chain, caps)):
             if blocker is not None:
                 reasons.append(f"{method.name}: {blocker}")
@@ -124,16 +143,38 @@ class Probe(ABC):
                 self.close()
                 reasons.append(f"{method.name}: {one_line(exc)}")
                 continue
-            self.method = method.name
-            status = "ok" if position == 0 else "fallback"
-            return ProbeHealth(name=self.name, method=method.name, status=status,
-                               reason="; ".join(reasons))
+            return self.loaded(method.name, position, reasons)
         return ProbeHealth(name=self.name, method=None, status="unavailable",
                            reason="; ".join(reasons) or "no attach method")
 
-    @abstractmethod
+    def loaded(self, method: str, position: int, reasons: list[str]) -> ProbeHealth:
+        self.method = method
+        status = "ok" if position == 0 else "fallback"
+        return ProbeHealth(name=self.name, method=method, status=status, reason="; ".join(reasons))
+
+    def prepare(self, caps: Capabilities) -> None:
+        """Take from the capabilities what source() and bind() need, before either runs."""
+        self.caps = caps
+
+    def source(self, method: str) -> ProgramSource | None:
+        """The C source for `method` once its preconditions hold (raise if they do not). None:
+        this probe does not share an object and compiles in start()."""
+        return None
+
+    def bind(self, method: str) -> None:
+        """With self.bpf loaded from source(method): fill its maps, attach what BCC does not
+        attach by itself, and set up the readers."""
+        raise NotImplementedError(f"{self.name} compiles alone, in start()")
+
     def start(self, method: str) -> None:
-        """Compile, load and attach for `method`; raise on any failure."""
+        """Compile, load and attach for `method`, alone; raise on any failure."""
+        source = self.source(method)
+        if source is None:
+            raise NotImplementedError(f"{self.name} has no source for {method}")
+        self.bpf = compile_bpf(self.options.bpf_dir, source.file, [f"-D{d}" for d in source.defines])
+        self.owns_bpf = True
+        self.programs = None
+        self.bind(method)
 
     @abstractmethod
     def collect(self, out: SnapshotBuilder) -> None:
@@ -154,13 +195,21 @@ class Probe(ABC):
     def program_fds(self) -> list[int]:
         if self.bpf is None:
             return []
-        return [fn.fd for fn in self.bpf.funcs.values() if getattr(fn, "fd", None) is not None]
+        return [fn.fd for name, fn in self.bpf.funcs.items()
+                if getattr(fn, "fd", None) is not None
+                and (self.programs is None or program_name(name) in self.programs)]
 
     def close(self) -> None:
-        if self.bpf is not None:
+        if self.bpf is not None and self.owns_bpf:
             with contextlib.suppress(Exception):
                 self.bpf.cleanup()
-            self.bpf = None
+        self.bpf = None
+        self.programs = None
+
+
+def program_name(name: str | bytes) -> str:
+    """A key of BCC's `funcs` (bytes or str, by BCC version) as str."""
+    return name.decode() if isinstance(name, bytes) else name
 
 
 def one_line(exc: BaseException) -> str:
@@ -185,15 +234,19 @@ def _captured_stderr() -> Iterator[Callable[[], str]]:
             os.close(saved)
 
 
-def compile_bpf(bpf_dir: Path, source: str, cflags: list[str] | None = None, **attach: Any) -> Any:
-    """Compile and load bpf/<source> through BCC. Errors carry clang's last error line."""
+def compile_bpf(bpf_dir: Path, source: str | None, cflags: list[str] | None = None,
+                text: str | None = None, **attach: Any) -> Any:
+    """Compile and load bpf/<source>, or `text` (which may include bpf/'s headers), through BCC.
+    Errors carry clang's first error line."""
     from bcc import BPF  # Debian's python3-bpfcc; imported late so unit tests run without it
 
-    path = bpf_dir / source
     flags = [f"-I{bpf_dir}", *(cflags or [])]
+    where: dict[str, bytes] = (
+        {"text": text.encode()} if text is not None else {"src_file": str(bpf_dir / str(source)).encode()}
+    )
     with _captured_stderr() as stderr:
         try:
-            return BPF(src_file=str(path).encode(), cflags=flags, **attach)
+            return BPF(cflags=flags, **where, **attach)
         except Exception as exc:
             errors = [line for line in stderr().splitlines() if "error:" in line]
             detail = f" ({errors[0].strip()})" if errors else ""

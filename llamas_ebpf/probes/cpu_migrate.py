@@ -15,8 +15,8 @@ from llamas_ebpf.probes.base import (
     CounterMap,
     HealthCounters,
     Probe,
+    ProgramSource,
     SnapshotBuilder,
-    compile_bpf,
     needs_program,
 )
 
@@ -25,16 +25,18 @@ class CpuMigrateProbe(Probe):
     name = "cpu_migrate"
     chain = (AttachMethod("tracepoint", needs_program("tracepoint", "sched:sched_migrate_task")),)
 
-    def start(self, method: str) -> None:
+    def source(self, method: str) -> ProgramSource:
         if not self.options.cpu_to_node:
             raise RuntimeError("no CPU-to-node map in sysfs")
-        self.bpf = compile_bpf(self.options.bpf_dir, "cpu_migrate.c")
+        return ProgramSource("cpu_migrate.c")
+
+    def bind(self, method: str) -> None:
         table = self.bpf["cpu_node"]
         for cpu, node in self.options.cpu_to_node.items():
             table[ctypes.c_int(cpu)] = ctypes.c_uint32(node + 1)  # 0 means unset
         self.thread_map = CounterMap(self.bpf["thread_migrations"], owner=lambda k: k[0])
         self.health_counters = HealthCounters(
-            self.bpf["health"], {HEALTH_PROC_INSERTS: self.thread_map}
+            self.bpf[self.health_map], {HEALTH_PROC_INSERTS: self.thread_map}
         )
         self._tgids: dict[int, int] = {}
 

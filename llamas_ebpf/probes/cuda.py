@@ -17,8 +17,8 @@ from llamas_ebpf.probes.base import (
     CounterMap,
     HealthCounters,
     Probe,
+    ProgramSource,
     SnapshotBuilder,
-    compile_bpf,
 )
 
 LIBRARY = "libcuda.so.1"
@@ -83,7 +83,7 @@ class CudaProbe(Probe):
     name = "cuda"
     chain = (AttachMethod("uprobe", _uprobes_blocker),)
 
-    def start(self, method: str) -> None:
+    def source(self, method: str) -> ProgramSource:
         library = self.options.cuda_lib or find_library()
         if library is None:
             raise RuntimeError(f"{LIBRARY} not found by ldconfig (give --cuda-lib PATH)")
@@ -93,8 +93,12 @@ class CudaProbe(Probe):
         present = [(i, s) for i, s in enumerate(SYMBOLS) if s.name in exported]
         if not present:
             raise RuntimeError(f"{library} exports none of the CUDA driver symbols probed")
+        self._found = (library, present)
         handlers = " ".join(f"{s.handler}({i})" for i, s in present)
-        self.bpf = compile_bpf(self.options.bpf_dir, "cuda.c", [f"-DCUDA_HANDLERS={handlers}"])
+        return ProgramSource("cuda.c", (f"CUDA_HANDLERS={handlers}",))
+
+    def bind(self, method: str) -> None:
+        library, present = self._found
         lib = str(library).encode()
         for index, symbol in present:
             fn = f"on_{symbol.handler.lower()}_{index}"
@@ -104,7 +108,7 @@ class CudaProbe(Probe):
         self.library = library
         self.attached = [s.name for _, s in present]
         self.proc_map = CounterMap(self.bpf["gpu_calls"], owner=lambda k: k[0])
-        self.health_counters = HealthCounters(self.bpf["health"], {HEALTH_PROC_INSERTS: self.proc_map})
+        self.health_counters = HealthCounters(self.bpf[self.health_map], {HEALTH_PROC_INSERTS: self.proc_map})
 
     def collect(self, out: SnapshotBuilder) -> None:
         for (pid, event), (calls, nbytes) in self.proc_map.read(out.alive).items():

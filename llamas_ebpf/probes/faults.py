@@ -14,8 +14,8 @@ from llamas_ebpf.probes.base import (
     CounterMap,
     HealthCounters,
     Probe,
+    ProgramSource,
     SnapshotBuilder,
-    compile_bpf,
     needs_program,
     table_items,
 )
@@ -32,13 +32,15 @@ class FaultsProbe(Probe):
         AttachMethod("tracepoint", needs_program("tracepoint", *_TRACEPOINTS)),
     )
 
-    def start(self, method: str) -> None:
-        cflags = []
+    def source(self, method: str) -> ProgramSource:
+        defines = []
         if method == "raw_tracepoint":
-            cflags.append("-DLLAMAS_RAW")
+            defines.append("LLAMAS_RAW")
         if self.options.filtered:
-            cflags.append("-DLLAMAS_FILTER")
-        self.bpf = compile_bpf(self.options.bpf_dir, "faults.c", cflags)
+            defines.append("LLAMAS_FILTER")
+        return ProgramSource("faults.c", tuple(defines))
+
+    def bind(self, method: str) -> None:
         if self.options.filtered:
             one = ctypes.c_uint8(1)
             for pid in self.options.pids:
@@ -52,7 +54,7 @@ class FaultsProbe(Probe):
         if self.options.filtered:
             self.region_map = CounterMap(self.bpf["regions"], owner=lambda k: k[0])
             maps[HEALTH_REGION_INSERTS] = self.region_map
-        self.health_counters = HealthCounters(self.bpf["health"], maps)
+        self.health_counters = HealthCounters(self.bpf[self.health_map], maps)
 
     def collect(self, out: SnapshotBuilder) -> None:
         comm_table = self.bpf["comms"]

@@ -10,10 +10,9 @@ from llamas_ebpf.probes.base import (
     CounterMap,
     HealthCounters,
     Probe,
+    ProgramSource,
     SnapshotBuilder,
-    compile_bpf,
 )
-from llamas_ebpf.snapshot import ProbeHealth
 
 MAX_EVENTS = 12  # handlers on_event_0 .. on_event_11 in bpf/gpu_fence.c
 _WANTED = (
@@ -43,16 +42,18 @@ class GpuFenceProbe(Probe):
     name = "gpu_fence"
     chain = (AttachMethod("tracepoint", _blocker),)
 
-    def attach(self, caps: Capabilities) -> ProbeHealth:
+    def prepare(self, caps: Capabilities) -> None:
+        super().prepare(caps)
         self.events = present_events(caps)
-        return super().attach(caps)
 
-    def start(self, method: str) -> None:
-        self.bpf = compile_bpf(self.options.bpf_dir, "gpu_fence.c")
+    def source(self, method: str) -> ProgramSource:
+        return ProgramSource("gpu_fence.c")
+
+    def bind(self, method: str) -> None:
         for index, event in enumerate(self.events):
             self.bpf.attach_tracepoint(tp=event.encode(), fn_name=f"on_event_{index}".encode())
         self.proc_map = CounterMap(self.bpf["fence_events"], owner=lambda k: k[0])
-        self.health_counters = HealthCounters(self.bpf["health"], {HEALTH_PROC_INSERTS: self.proc_map})
+        self.health_counters = HealthCounters(self.bpf[self.health_map], {HEALTH_PROC_INSERTS: self.proc_map})
 
     def collect(self, out: SnapshotBuilder) -> None:
         for (pid, event), (calls, _bytes) in self.proc_map.read(out.alive).items():

@@ -12,8 +12,8 @@ from llamas_ebpf.probes.base import (
     CounterMap,
     HealthCounters,
     Probe,
+    ProgramSource,
     SnapshotBuilder,
-    compile_bpf,
     needs_program,
 )
 
@@ -24,20 +24,22 @@ class NumaAllocProbe(Probe):
     name = "numa_alloc"
     chain = (AttachMethod("tracepoint", needs_program("tracepoint", "kmem:mm_page_alloc")),)
 
-    def start(self, method: str) -> None:
+    def source(self, method: str) -> ProgramSource:
         ranges = self.options.pfn_ranges
         if not ranges:
             raise RuntimeError("no memory block ranges in sysfs to map pfns to nodes")
         if len(ranges) > MAX_RANGES:
             raise RuntimeError(f"{len(ranges)} pfn ranges, more than the {MAX_RANGES} the probe maps")
-        self.bpf = compile_bpf(self.options.bpf_dir, "numa_alloc.c")
+        return ProgramSource("numa_alloc.c")
+
+    def bind(self, method: str) -> None:
         table = self.bpf["node_ranges"]
-        for index, pfn_range in enumerate(ranges):
+        for index, pfn_range in enumerate(self.options.pfn_ranges):
             leaf = table.Leaf(pfn_range.start, pfn_range.end, pfn_range.node, 1)
             table[ctypes.c_int(index)] = leaf
         self.proc_map = CounterMap(self.bpf["proc_allocs"], owner=lambda k: k[0])
-        self.matrix_map = CounterMap(self.bpf["node_matrix"], owner=None)
-        self.health_counters = HealthCounters(self.bpf["health"], {HEALTH_PROC_INSERTS: self.proc_map})
+        self.matrix_map = CounterMap(self.bpf["alloc_matrix"], owner=None)
+        self.health_counters = HealthCounters(self.bpf[self.health_map], {HEALTH_PROC_INSERTS: self.proc_map})
 
     def collect(self, out: SnapshotBuilder) -> None:
         for (pid,), values in self.proc_map.read(out.alive).items():

@@ -15,8 +15,8 @@ from llamas_ebpf.probes.base import (
     CounterMap,
     HealthCounters,
     Probe,
+    ProgramSource,
     SnapshotBuilder,
-    compile_bpf,
     needs_program,
 )
 
@@ -30,15 +30,16 @@ class NumaHintProbe(Probe):
         AttachMethod("tracepoint+vmstat", needs_program("tracepoint", *_SCHED_NUMA)),
     )
 
-    def start(self, method: str) -> None:
+    def source(self, method: str) -> ProgramSource:
+        return ProgramSource("numa_hint_fentry.c" if method == "fentry" else "numa_hint_sched.c")
+
+    def bind(self, method: str) -> None:
         if method == "fentry":
-            self.bpf = compile_bpf(self.options.bpf_dir, "numa_hint_fentry.c")
             self.proc_map = CounterMap(self.bpf["proc_hints"], owner=lambda k: k[0])
-            self.matrix_map = CounterMap(self.bpf["node_matrix"], owner=None)
+            self.matrix_map = CounterMap(self.bpf["hint_matrix"], owner=None)
         else:
-            self.bpf = compile_bpf(self.options.bpf_dir, "numa_hint_sched.c")
             self.proc_map = CounterMap(self.bpf["proc_moves"], owner=lambda k: k[0])
-        self.health_counters = HealthCounters(self.bpf["health"], {HEALTH_PROC_INSERTS: self.proc_map})
+        self.health_counters = HealthCounters(self.bpf[self.health_map], {HEALTH_PROC_INSERTS: self.proc_map})
 
     def collect(self, out: SnapshotBuilder) -> None:
         if self.method == "fentry":

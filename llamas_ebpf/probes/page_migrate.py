@@ -10,8 +10,8 @@ from llamas_ebpf.probes.base import (
     CounterMap,
     HealthCounters,
     Probe,
+    ProgramSource,
     SnapshotBuilder,
-    compile_bpf,
     needs_program,
 )
 
@@ -20,13 +20,15 @@ class PageMigrateProbe(Probe):
     name = "page_migrate"
     chain = (AttachMethod("tracepoint", needs_program("tracepoint", "migrate:mm_migrate_pages")),)
 
-    def start(self, method: str) -> None:
+    def source(self, method: str) -> ProgramSource:
         self.reasons = tracefs.symbolic_values("migrate", "mm_migrate_pages", "reason")
         if not self.reasons:
             raise RuntimeError("no reason names in migrate:mm_migrate_pages's format file")
-        self.bpf = compile_bpf(self.options.bpf_dir, "page_migrate.c")
+        return ProgramSource("page_migrate.c")
+
+    def bind(self, method: str) -> None:
         self.proc_map = CounterMap(self.bpf["proc_migrations"], owner=lambda k: k[0])
-        self.health_counters = HealthCounters(self.bpf["health"], {HEALTH_PROC_INSERTS: self.proc_map})
+        self.health_counters = HealthCounters(self.bpf[self.health_map], {HEALTH_PROC_INSERTS: self.proc_map})
 
     def reason_name(self, code: int) -> str:
         return self.reasons.get(code, f"reason_{code}")

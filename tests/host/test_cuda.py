@@ -26,9 +26,12 @@ def stub(tmp_path_factory) -> Path:
     return out
 
 
-def test_calls_and_bytes_are_exact(stub):
-    with Sensor(cuda_lib=stub / "libcuda.so.1", only={"cuda"}) as sensor:
+# alone: its own object; shared: in the sensor's one object with other probes (bundle.py)
+@pytest.mark.parametrize("only", [{"cuda"}, {"cuda", "faults", "page_migrate"}], ids=["alone", "shared"])
+def test_calls_and_bytes_are_exact(stub, only):
+    with Sensor(cuda_lib=stub / "libcuda.so.1", only=only) as sensor:
         assert sensor.health["cuda"].status == "ok", sensor.health["cuda"].reason
+        assert ("cuda" in sensor.bundle.health) == (len(only) > 1), sensor.bundle.note
         child = subprocess.Popen([stub / "cuda_caller", str(K), str(B)], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True)
         child.communicate("go\n", timeout=30)
