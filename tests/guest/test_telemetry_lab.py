@@ -83,11 +83,17 @@ def test_hint_faults_through_fentry_agree_with_vmstat(spawn):
     assert vm_total > 100, "NUMA balancing produced too few hinting faults to compare"
     child_sample = snap.process(child.pid)
     assert child_sample is not None and (child_sample.numa.hint_remote or 0) > 0
-    ours_total = ours_local + ours_remote
-    # the same events: never more than the kernel counted around the window; less only by what
-    # tasks faulted in the milliseconds between a vmstat read and the map read beside it
-    assert 0.9 * vm_total <= ours_total <= vm_total, (ours_local, ours_remote, vm_local, vm_total)
-    assert abs(ours_local / ours_total - vm_local / vm_total) <= 0.05
+    vm_remote = vm_total - vm_local
+    counts = {"ours": (ours_local, ours_remote), "vmstat": (vm_local, vm_remote)}
+    # The same events, split the same way: in each class never more than the kernel counted
+    # around the window, and less only by what tasks faulted between a vmstat read and the map
+    # read beside it. Those are local faults, nearly all: this process's own heap, scanned as
+    # soon as balancing is on (they ran to 7% of the total under virtio-fs, which is why a check
+    # on the local fraction alone could not hold). The remote faults are the child's, all inside
+    # the probe's window.
+    assert ours_local <= vm_local and ours_remote <= vm_remote, counts
+    assert ours_local + ours_remote >= 0.9 * vm_total, counts
+    assert ours_remote >= 0.95 * vm_remote, counts
 
 
 def test_doctor_reports_fentry_and_lsm_available():
