@@ -569,8 +569,7 @@ def run(
         if sensor is not None:
             sensor.close()
         if not (keep or once or dry_run) and enforcer.state.document is not None:
-            restored = enforcer.rollback("controller stopped")
-            print(f"llamas: rolled back; {restored} threads restored", file=sys.stderr)
+            _roll_back_on_stop(enforcer)
         enforcer.close()
     if failed:
         raise typer.Exit(1)
@@ -578,7 +577,7 @@ def run(
 
 def _advisor_probes(inventory) -> set[str]:  # type: ignore[no-untyped-def]
     """The probes whose counts the advisors and the audit read; the GPU ones only where there is a
-    GPU (each probe is a compile at start-up: seconds on a slow machine)."""
+    GPU (each probe adds to the BPF object compiled at start-up: seconds on a slow machine)."""
     probes = {"faults", "numa_alloc", "numa_hint", "cpu_migrate", "taskstats"}
     return probes | {"cuda", "gpu_fence"} if inventory.gpus else probes
 
@@ -655,9 +654,14 @@ def _run_without_advisor(policy: Path | None, keep: bool, interval: float) -> No
     finally:
         controller.close()
         if not keep:
-            restored = enforcer.rollback("controller stopped")
-            print(f"llamas: rolled back; {restored} threads restored", file=sys.stderr)
+            _roll_back_on_stop(enforcer)
         enforcer.close()
+
+
+def _roll_back_on_stop(enforcer) -> None:  # type: ignore[no-untyped-def]
+    """A controller that stops takes its policy with it unless told to --keep it."""
+    restored = enforcer.rollback("controller stopped")
+    print(f"llamas: rolled back; {restored} threads restored", file=sys.stderr)
 
 
 def main() -> None:

@@ -151,7 +151,7 @@ def kvm_works(project: Path) -> bool:
 def _env(project: Path) -> dict[str, str]:
     # vng runs its helpers (virtme-run) by name
     path = [str(project / ".venv/bin"), os.environ.get("PATH", "")]
-    if _needs_virtiofsd_shim():
+    if os.environ.get("LLAMAS_LAB_SHARE") != "9p" and _needs_virtiofsd_shim():
         path.insert(0, str(project / "scripts/virtiofsd-shim"))
     return {**os.environ, "PATH": ":".join(path)}
 
@@ -162,7 +162,10 @@ _C_VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
 
 def virtiofs_expected() -> bool:
     """Whether the guest's root should come over virtio-fs: a virtiofsd that virtme-ng uses, or
-    QEMU's C one that scripts/virtiofsd-shim drives."""
+    QEMU's C one that scripts/virtiofsd-shim drives (unless LLAMAS_LAB_SHARE=9p, which
+    leaves the shim out, to compare)."""
+    if os.environ.get("LLAMAS_LAB_SHARE") == "9p":
+        return False
     return bool(shutil.which("virtiofsd") or any(os.access(p, os.X_OK) for p in _RUST_VIRTIOFSD)
                 or _needs_virtiofsd_shim())
 

@@ -3,6 +3,7 @@ smaps)."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from llamas_ebpf.actuator.cold import ColdTracker
@@ -16,6 +17,11 @@ def _covers(ranges: list[tuple[int, int]], start: int, length: int) -> bool:
 
 def test_idle_mapping_is_cold_and_busy_one_is_not(toucher):
     pages = 512
+    # One CPU for the touches: MADV_COLD skips a page still in a CPU's batch of new pages, not
+    # yet on the LRU, and a batch is flushed by the CPU's next new pages. Pinned, the 512 busy
+    # pages flush the idle ones; a toucher that changed CPUs between the two could leave a few
+    # idle pages young on the first CPU (seen once in a full host run).
+    os.sched_setaffinity(toucher.pid, {min(os.sched_getaffinity(0))})
     idle = toucher.touch("write", pages)
     busy = toucher.touch("write", pages)
     tracker = ColdTracker()
