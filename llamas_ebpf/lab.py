@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -24,6 +25,12 @@ from pathlib import Path
 from llamas_ebpf.errors import LlamasError
 
 STARTED = "@@llamas-lab-started@@"
+ENDED = "@@llamas-lab-ended@@"
+# a line of the guest kernel's console (printk's timestamp), kept apart from the command's output
+_KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")
+# what a guest kernel says when it dies (the guest runs with panic=-1: a panic ends QEMU at once)
+_KERNEL_DEATH = ("BUG:", "Oops", "general protection fault", "Kernel panic")
+_CONSOLE_STARTED = "==== llamas-lab: the command started ===="
 
 
 @dataclass(frozen=True)
@@ -111,12 +118,15 @@ def guest_script(project: Path, numa_balancing: int, command: list[str]) -> str:
         f"export PATH={shlex.quote(str(project / '.venv/bin'))}:$PATH LLAMAS_LAB=1 PYTHONDONTWRITEBYTECODE=1",
         # the marker, with how the root is shared (virtiofs, or 9p when no virtiofsd would start)
         f"echo {STARTED} $(findmnt -n -o FSTYPE /)",
-        f"exec {shlex.join(command)}",
+        # the command's own status, so that a guest that dies under it is told apart
+        f"{shlex.join(command)}",
+        f"status=$? ; echo {ENDED} $status ; exit $status",
     ])
 
 
 def vng_command(topology: Topology, project: Path, script: str, kvm: bool) -> list[str]:
-    command = [str(project / ".venv/bin/vng"), "--run", str(guest_kernel()),
+    # --verbose: the kernel's console, which _boot keeps apart, is the record of a guest that died
+    command = [str(project / ".venv/bin/vng"), "--run", str(guest_kernel()), "--verbose",
                "--cpus", str(len(topology.initiators)),
                "--memory", f"{sum(topology.memory_mb)}M"]
     if not kvm:
@@ -204,30 +214,67 @@ def run(topology_name: str, numa_balancing: int, command: list[str], project: Pa
 
 def _boot(topology_name: str, numa_balancing: int, command: list[str], project: Path,
           timeout_s: float) -> tuple[int, bool]:
-    """One boot: (exit status, whether the command started)."""
+    """One boot: (exit status, whether the command started).
+
+    The guest kernel's console goes to .lab/console-TOPOLOGY-PID.log, not to the output; the file
+    is kept only when the guest died or ran out of time, and its last lines are printed then."""
     topology = TOPOLOGIES[topology_name]
     (project / ".lab").mkdir(exist_ok=True)
     kvm = kvm_works(project)
     argv = vng_command(topology, project, guest_script(project, numa_balancing, command), kvm)
+    console_path = project / ".lab" / f"console-{topology_name}-{os.getpid()}.log"
     started = time.monotonic()
-    ran = False
+    ran = ended = False
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=_env(project))
+                            env=_env(project), errors="replace")
     assert proc.stdout is not None
+    with console_path.open("w") as console:
+        try:
+            for line in proc.stdout:
+                if not ran and not line.startswith(STARTED) or _KERNEL_LINE.match(line):
+                    console.write(line)  # all of the boot, and the kernel's lines after it
+                elif line.startswith(STARTED):
+                    ran = True
+                    console.write(_CONSOLE_STARTED + "\n")
+                    root = line[len(STARTED):].strip() or "unknown"
+                    print(f"lab: {topology_name} guest booted in {time.monotonic() - started:.1f}s "
+                          f"({'KVM' if kvm else 'TCG'}, root over {root})", file=sys.stderr, flush=True)
+                elif line.startswith(ENDED):
+                    ended = True
+                else:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                if time.monotonic() - started > timeout_s:
+                    raise subprocess.TimeoutExpired(argv, timeout_s)
+            status = proc.wait(timeout=max(timeout_s - (time.monotonic() - started), 1))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            status = 124
+            print(f"lab: the guest ran past {timeout_s:.0f}s and was stopped; its console: "
+                  f"{console_path}", file=sys.stderr)
+    if ended:
+        console_path.unlink(missing_ok=True)
+    elif status != 124:
+        when = "while the command ran" if ran else "during boot"
+        print(f"lab: the {topology_name} guest died {when} (status {status}, no exit status from "
+              f"the command); {died_how(console_path)}", file=sys.stderr, flush=True)
+    return status, ran
+
+
+def died_how(console_path: Path) -> str:
+    """What the guest kernel's console says about a guest that died: its panic or oops, else
+    that it said nothing (QEMU itself ended), with where the whole console is."""
     try:
-        for line in proc.stdout:
-            if line.startswith(STARTED):
-                ran = True
-                root = line[len(STARTED):].strip() or "unknown"
-                print(f"lab: {topology_name} guest booted in {time.monotonic() - started:.1f}s "
-                      f"({'KVM' if kvm else 'TCG'}, root over {root})", file=sys.stderr, flush=True)
-                continue
-            sys.stdout.write(line)
-            sys.stdout.flush()
-            if time.monotonic() - started > timeout_s:
-                raise subprocess.TimeoutExpired(argv, timeout_s)
-        return proc.wait(timeout=max(timeout_s - (time.monotonic() - started), 1)), ran
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        print(f"lab: the guest ran past {timeout_s:.0f}s and was stopped", file=sys.stderr)
-        return 124, ran
+        lines = console_path.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    # what the kernel said once the command ran (booting, this topology draws a warning)
+    first = lines.index(_CONSOLE_STARTED) + 1 if _CONSOLE_STARTED in lines else 0
+    death = [i for i, line in enumerate(lines) if i >= first and any(m in line for m in _KERNEL_DEATH)]
+    if death:
+        said = " | ".join(line.strip() for line in lines[death[0]:death[0] + 6])
+        return f"the guest kernel said: {said} (whole console: {console_path})"
+    tail = " | ".join(line.strip() for line in lines[-3:])
+    return (f"no panic or oops on its console, so QEMU itself ended; the console's last lines: "
+            f"{tail} ({console_path})")
