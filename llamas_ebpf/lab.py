@@ -129,12 +129,18 @@ def vng_command(topology: Topology, project: Path, script: str, kvm: bool) -> li
     command = [str(project / ".venv/bin/vng"), "--run", str(guest_kernel()), "--verbose",
                "--cpus", str(len(topology.initiators)),
                "--memory", f"{sum(topology.memory_mb)}M"]
+    qemu = qemu_hmat_options(topology)
     if not kvm:
+        # One host thread for all the vCPUs. Multi-threaded TCG (QEMU's default for x86) races
+        # with the guest kernel's live patching of its own code: text_poke_bp() puts an int3 in
+        # place, and a vCPU that ran a stale translation of it after the patch was done took
+        # "Oops: int3" in exc_page_fault while a probe attached (two CI runs here lost a guest).
         command.append("--disable-kvm")
+        qemu += ["-accel", "tcg,thread=single"]
     for node, memory in enumerate(topology.memory_mb):
         cpu = topology.cpus[node]
         command += ["--numa", f"{memory}M" + (f",cpus={cpu}" if cpu is not None else "")]
-    command += [f"--qemu-opts={shlex.join(qemu_hmat_options(topology))}",
+    command += [f"--qemu-opts={shlex.join(qemu)}",
                 "--rwdir", str(project / ".lab"), "--cwd", str(project), "--exec", script]
     return command
 

@@ -66,7 +66,7 @@ def _boot(boot: str, topology: str, suite: list[str]) -> tuple[subprocess.Comple
             result = subprocess.CompletedProcess(command, 124, _text(exc.stdout),
                                                  _text(exc.stderr) + f"\nthe boot ran past {BOOT_TIMEOUT_S} s")
         # QEMU ending under a suite, with no panic or oops on the guest's console, is the
-        # emulator's failure, not the suite's (once in 14 boots, two at a time, here): once more,
+        # emulator's failure, not the suite's: once more,
         # and said. A guest kernel that died is a failure.
         if "QEMU itself ended" not in result.stderr:
             break
