@@ -134,7 +134,8 @@ def vng_command(topology: Topology, project: Path, script: str, kvm: bool) -> li
         # One host thread for all the vCPUs. Multi-threaded TCG (QEMU's default for x86) races
         # with the guest kernel's live patching of its own code: text_poke_bp() puts an int3 in
         # place, and a vCPU that ran a stale translation of it after the patch was done took
-        # "Oops: int3" in exc_page_fault while a probe attached (two CI runs here lost a guest).
+        # "Oops: int3" in exc_page_fault while a probe attached: a CI run here lost the tiered
+        # guest to it, and one before it lost that guest the same way without a record.
         command.append("--disable-kvm")
         qemu += ["-accel", "tcg,thread=single"]
     for node, memory in enumerate(topology.memory_mb):

@@ -2,9 +2,9 @@
 
 `tiered` boots twice (the topology, telemetry, move_pages, fentry, doctor and policy; then
 `run --once`, claude with the auto-revert, and audit), `pmem` and `2socket` once each for their
-topology checks. The boots run two at a time: under TCG a guest keeps about one host core busy
-(its suites run one process at a time), so on a 2-core machine two boots side by side take
-little longer than one. LLAMAS_LAB_PARALLEL sets how many (1 runs them one after another).
+topology checks. The boots run two at a time: under TCG a guest runs in one host thread
+(llamas_ebpf/lab.py says why), so on a 2-core machine two boots side by side take little longer
+than one. LLAMAS_LAB_PARALLEL sets how many (1 runs them one after another).
 """
 
 from __future__ import annotations
