@@ -11,6 +11,7 @@ memory tiers from latencies and bandwidths, as it would on real hardware.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
@@ -31,6 +32,8 @@ _KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")
 # what a guest kernel says when it dies (the guest runs with panic=-1: a panic ends QEMU at once)
 _KERNEL_DEATH = ("BUG:", "Oops", "general protection fault", "Kernel panic")
 _CONSOLE_STARTED = "==== llamas-lab: the command started ===="
+# what scripts/lab says of a guest that died with nothing on its console (the lab tier reboots those)
+QEMU_ENDED = "QEMU itself ended"
 
 
 @dataclass(frozen=True)
@@ -183,17 +186,20 @@ def virtiofs_expected() -> bool:
     leaves the shim out, to compare)."""
     if os.environ.get("LLAMAS_LAB_SHARE") == "9p":
         return False
-    return bool(shutil.which("virtiofsd") or any(os.access(p, os.X_OK) for p in _RUST_VIRTIOFSD)
-                or _needs_virtiofsd_shim())
+    return _rust_virtiofsd() or _needs_virtiofsd_shim()
 
 
+def _rust_virtiofsd() -> bool:
+    """Whether a virtiofsd that virtme-ng speaks to is installed where it looks for one."""
+    return bool(shutil.which("virtiofsd") or any(os.access(p, os.X_OK) for p in _RUST_VIRTIOFSD))
+
+
+@functools.cache
 def _needs_virtiofsd_shim() -> bool:
     """Whether virtme-ng would find only QEMU's C virtiofsd (Debian bookworm's QEMU 7.2), whose
     arguments it does not speak, and so share the root over 9p: scripts/virtiofsd-shim
     translates. A Rust virtiofsd, wherever virtme-ng looks for one, is used as it is."""
-    if shutil.which("virtiofsd") or any(os.access(p, os.X_OK) for p in _RUST_VIRTIOFSD):
-        return False
-    if not os.access(_C_VIRTIOFSD, os.X_OK):
+    if _rust_virtiofsd() or not os.access(_C_VIRTIOFSD, os.X_OK):
         return False
     try:
         usage = subprocess.run([_C_VIRTIOFSD, "--help"], capture_output=True, text=True, timeout=10)
@@ -238,14 +244,14 @@ def _boot(topology_name: str, numa_balancing: int, command: list[str], project: 
     with console_path.open("w") as console:
         try:
             for line in proc.stdout:
-                if not ran and not line.startswith(STARTED) or _KERNEL_LINE.match(line):
-                    console.write(line)  # all of the boot, and the kernel's lines after it
-                elif line.startswith(STARTED):
+                if line.startswith(STARTED):
                     ran = True
                     console.write(_CONSOLE_STARTED + "\n")
                     root = line[len(STARTED):].strip() or "unknown"
                     print(f"lab: {topology_name} guest booted in {time.monotonic() - started:.1f}s "
                           f"({'KVM' if kvm else 'TCG'}, root over {root})", file=sys.stderr, flush=True)
+                elif not ran or _KERNEL_LINE.match(line):
+                    console.write(line)  # all of the boot, and the kernel's lines after it
                 elif line.startswith(ENDED):
                     ended = True
                 else:
@@ -283,5 +289,5 @@ def died_how(console_path: Path) -> str:
         said = " | ".join(line.strip() for line in lines[death[0]:death[0] + 6])
         return f"the guest kernel said: {said} (whole console: {console_path})"
     tail = " | ".join(line.strip() for line in lines[-3:])
-    return (f"no panic or oops on its console, so QEMU itself ended; the console's last lines: "
+    return (f"no panic or oops on its console, so {QEMU_ENDED}; the console's last lines: "
             f"{tail} ({console_path})")

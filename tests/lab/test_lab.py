@@ -55,7 +55,8 @@ def _boot(boot: str, topology: str, suite: list[str]) -> tuple[subprocess.Comple
     report.parent.mkdir(exist_ok=True)
     report.unlink(missing_ok=True)
     command = [str(ROOT / "scripts/lab"), "--topology", topology, "--numa-balancing", "0",
-               "--timeout", str(BOOT_TIMEOUT_S - 20), "--", "env", f"LLAMAS_LAB_TOPOLOGY={topology}", "python", "-m", "pytest", *suite,
+               "--timeout", str(BOOT_TIMEOUT_S - 20), "--",
+               "env", f"LLAMAS_LAB_TOPOLOGY={topology}", "python", "-m", "pytest", *suite,
                "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
     started = time.monotonic()
     died = ""
@@ -66,9 +67,9 @@ def _boot(boot: str, topology: str, suite: list[str]) -> tuple[subprocess.Comple
             result = subprocess.CompletedProcess(command, 124, _text(exc.stdout),
                                                  _text(exc.stderr) + f"\nthe boot ran past {BOOT_TIMEOUT_S} s")
         # QEMU ending under a suite, with no panic or oops on the guest's console, is the
-        # emulator's failure, not the suite's: once more,
-        # and said. A guest kernel that died is a failure.
-        if "QEMU itself ended" not in result.stderr:
+        # emulator's failure, not the suite's: once more, and said. A guest kernel that died is
+        # a failure.
+        if lab.QEMU_ENDED not in result.stderr:
             break
         died = result.stderr.strip()
         report.unlink(missing_ok=True)
