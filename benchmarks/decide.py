@@ -51,9 +51,9 @@ def window(n: int, snapshots: int = 10) -> list[Snapshot]:
     return out
 
 
-def cycle(snaps: list[Snapshot], inventory, advisor: HeuristicAdvisor) -> tuple[float, int]:  # noqa: ANN001
+def cycle(snaps: list[Snapshot], inventory, advisor: HeuristicAdvisor) -> tuple[float, int]:
     started = time.perf_counter()
-    summary = summarize(snaps, read_proc=False)
+    summary = summarize(snaps)
     advice = advisor.advise(AdvisorInput(inventory, summary, None, [], Guardrails(), HOST))
     checked = validate(advice.raw or b"", HOST, Guardrails())  # pids are synthetic: host checks refuse them
     elapsed = time.perf_counter() - started
@@ -79,7 +79,7 @@ def main() -> None:
     print("claude prompt, estimated input tokens (budget 6000)")
     texts = {p.name: p.read_text() for p in sorted((ROOT / "devices").glob("*.toml"))}
     for n in (10, 100, 1_000, 5_000, 10_000):
-        summary = summarize(window(n, 1), read_proc=False)
+        summary = summarize(window(n, 1))
         prompt = build_prompt(AdvisorInput(inventory, summary, None, [], Guardrails(), HOST, texts), 6000)
         print(f"  {n:>6} processes: {prompt.estimated_tokens:5d} tokens, {prompt.top_k} processes shown")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from llamas_ebpf.actuator.pages import PageJournal, PageMover, TokenBucket, pages_of, resident_regions
 from llamas_ebpf.config import Guardrails
-from llamas_ebpf.enforce import Controller, Enforcer
+from llamas_ebpf.enforce import Enforcer, RequestServer
 from llamas_ebpf.kernel import bpfsys, mempolicy
 from llamas_ebpf.paths import Paths
 from llamas_ebpf.policy.validate import HostFacts, validate
@@ -94,7 +94,7 @@ def main() -> None:
     pinned_child.kill()
 
     stats_fd = bpfsys.enable_stats()
-    controller = Controller(enforcer, paths.bpf_dir)
+    controller = RequestServer(enforcer, paths.bpf_dir)
     exec_latencies = []
     for _ in range(10):
         started = time.monotonic()

@@ -10,19 +10,9 @@
 BPF_ARRAY(cpu_node, u32, LLAMAS_MAX_CPUS);
 BPF_TABLE("lru_percpu_hash", u32, struct cpu_migration_counts, thread_migrations,
           LLAMAS_MAX_PROCS);
-BPF_PERCPU_ARRAY(cpu_migrate_health, u64, HEALTH_SLOTS);
-static __always_inline void cpu_migrate_health_inc(int slot) { u64 *v = cpu_migrate_health.lookup(&slot); if (v) (*v)++; }
+LLAMAS_HEALTH(cpu_migrate);
 
-static __always_inline struct cpu_migration_counts *thread_migrations_get(u32 *key)
-{
-    struct cpu_migration_counts *value = thread_migrations.lookup(key);
-    if (value)
-        return value;
-    struct cpu_migration_counts zero = {};
-    value = thread_migrations.lookup_or_try_init(key, &zero);
-    cpu_migrate_health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
-    return value;
-}
+LLAMAS_LOOKUP_OR_INIT(thread_migrations, u32, struct cpu_migration_counts, cpu_migrate, PROC);
 
 TRACEPOINT_PROBE(sched, sched_migrate_task)
 {
@@ -34,7 +24,6 @@ TRACEPOINT_PROBE(sched, sched_migrate_task)
     u32 *to_node = cpu_node.lookup(&to);
     if (!from_node || !to_node || *from_node == 0 || *to_node == 0)
         return 0;
-    struct cpu_migration_counts zero = {};
     struct cpu_migration_counts *counts = thread_migrations_get(&tid);
     if (counts) {
         if (*from_node == *to_node)

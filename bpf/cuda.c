@@ -30,19 +30,9 @@ struct pending_alloc {
 BPF_TABLE("lru_percpu_hash", struct gpu_key, struct gpu_counts, gpu_calls, LLAMAS_MAX_PROCS);
 BPF_HASH(pending, u64, struct pending_alloc, 4096);
 BPF_TABLE("lru_hash", struct alloc_key, u64, live_allocs, 65536);
-BPF_PERCPU_ARRAY(cuda_health, u64, HEALTH_SLOTS);
-static __always_inline void cuda_health_inc(int slot) { u64 *v = cuda_health.lookup(&slot); if (v) (*v)++; }
+LLAMAS_HEALTH(cuda);
 
-static __always_inline struct gpu_counts *gpu_calls_get(struct gpu_key *key)
-{
-    struct gpu_counts *value = gpu_calls.lookup(key);
-    if (value)
-        return value;
-    struct gpu_counts zero = {};
-    value = gpu_calls.lookup_or_try_init(key, &zero);
-    cuda_health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
-    return value;
-}
+LLAMAS_LOOKUP_OR_INIT(gpu_calls, struct gpu_key, struct gpu_counts, cuda, PROC);
 
 static __always_inline void account(u32 event, u64 bytes)
 {

@@ -17,9 +17,9 @@
 
 BPF_TABLE_PINNED("array", u32, u32, ctl, CTL_ENTRIES, PIN_DIR "/ctl");
 BPF_TABLE_PINNED("array", u32, struct rule_value, rules, 2 * MAX_RULES, PIN_DIR "/rules");
-BPF_TABLE_PINNED("hash", struct comm_key, u32, comm_rule, 4096, PIN_DIR "/comm_rule");
-BPF_TABLE_PINNED("hash", struct tgid_key, u32, tgid_rule, 65536, PIN_DIR "/tgid_rule");
-BPF_TABLE_PINNED("hash", struct cgroup_key, u32, cgroup_rule, 1024, PIN_DIR "/cgroup_rule");
+BPF_TABLE_PINNED("hash", struct comm_key, u32, comm_rule, COMM_RULE_ENTRIES, PIN_DIR "/comm_rule");
+BPF_TABLE_PINNED("hash", struct tgid_key, u32, tgid_rule, TGID_RULE_ENTRIES, PIN_DIR "/tgid_rule");
+BPF_TABLE_PINNED("hash", struct cgroup_key, u32, cgroup_rule, CGROUP_RULE_ENTRIES, PIN_DIR "/cgroup_rule");
 BPF_RINGBUF_OUTPUT(requests, 64);
 BPF_TABLE("lru_hash", u32, u32, told, 65536);
 BPF_TABLE("lru_hash", struct region_key, struct hot_count, hot, LLAMAS_MAX_REGIONS);
@@ -124,9 +124,9 @@ RAW_TRACEPOINT_PROBE(sched_switch)
     if (!value || !(value->flags & RULE_CPU))
         return 0;
     u32 cpu = bpf_get_smp_processor_id();
-    if (cpu >= 256)
+    if (cpu >= RULE_MASK_WORDS * 64)
         return 0;
-    if (value->cpumask[(cpu >> 6) & 3] & (1ULL << (cpu & 63)))
+    if (value->cpumask[(cpu >> 6) & (RULE_MASK_WORDS - 1)] & (1ULL << (cpu & 63)))
         return 0;
     count(CNT_VIOLATIONS);
     u32 epoch = ctl_word(CTL_EPOCH);

@@ -17,35 +17,16 @@
 BPF_TABLE("lru_percpu_hash", u32, struct fault_counts, proc_faults, LLAMAS_MAX_PROCS);
 BPF_TABLE("lru_hash", u32, struct comm_value, comms, LLAMAS_MAX_PROCS);
 BPF_PERCPU_ARRAY(node_faults, u64, LLAMAS_MAX_NODES);
-BPF_PERCPU_ARRAY(faults_health, u64, HEALTH_SLOTS);
-static __always_inline void faults_health_inc(int slot) { u64 *v = faults_health.lookup(&slot); if (v) (*v)++; }
+LLAMAS_HEALTH(faults);
 
-static __always_inline struct fault_counts *proc_faults_get(u32 *key)
-{
-    struct fault_counts *value = proc_faults.lookup(key);
-    if (value)
-        return value;
-    struct fault_counts zero = {};
-    value = proc_faults.lookup_or_try_init(key, &zero);
-    faults_health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
-    return value;
-}
+LLAMAS_LOOKUP_OR_INIT(proc_faults, u32, struct fault_counts, faults, PROC);
 
 #ifdef LLAMAS_FILTER
 BPF_HASH(watched_tgids, u32, u8, 4096);
 BPF_HASH(watched_cgroups, u64, u8, 256);
 BPF_TABLE("lru_percpu_hash", struct region_key, struct region_counts, regions, LLAMAS_MAX_REGIONS);
 
-static __always_inline struct region_counts *regions_get(struct region_key *key)
-{
-    struct region_counts *value = regions.lookup(key);
-    if (value)
-        return value;
-    struct region_counts zero = {};
-    value = regions.lookup_or_try_init(key, &zero);
-    faults_health_inc(value ? HEALTH_REGION_INSERTS : HEALTH_REGION_FULL);
-    return value;
-}
+LLAMAS_LOOKUP_OR_INIT(regions, struct region_key, struct region_counts, faults, REGION);
 
 static __always_inline int is_watched(u32 tgid)
 {

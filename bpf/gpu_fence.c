@@ -6,19 +6,9 @@
 #include "llamas.h"
 
 BPF_TABLE("lru_percpu_hash", struct gpu_key, struct gpu_counts, fence_events, LLAMAS_MAX_PROCS);
-BPF_PERCPU_ARRAY(gpu_fence_health, u64, HEALTH_SLOTS);
-static __always_inline void gpu_fence_health_inc(int slot) { u64 *v = gpu_fence_health.lookup(&slot); if (v) (*v)++; }
+LLAMAS_HEALTH(gpu_fence);
 
-static __always_inline struct gpu_counts *fence_events_get(struct gpu_key *key)
-{
-    struct gpu_counts *value = fence_events.lookup(key);
-    if (value)
-        return value;
-    struct gpu_counts zero = {};
-    value = fence_events.lookup_or_try_init(key, &zero);
-    gpu_fence_health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
-    return value;
-}
+LLAMAS_LOOKUP_OR_INIT(fence_events, struct gpu_key, struct gpu_counts, gpu_fence, PROC);
 
 static __always_inline int count_event(u32 event)
 {

@@ -1,7 +1,7 @@
 /* llamas.h: the structs and limits that cross from the BPF programs into Python.
  *
- * Mirrored once in Python (llamas_ebpf/probes/base.py); BCC hands Python ctypes views of these
- * structs by name, so Python reads fields, never offsets. Nothing here reads a kernel struct:
+ * Python reads the defines and struct layouts from this file itself (llamas_ebpf/bpf_headers.py);
+ * BCC hands Python ctypes views of these structs by name, so Python reads fields, never offsets. Nothing here reads a kernel struct:
  * the headers on this host may not match the running kernel, so every probe works from
  * tracepoint arguments and helpers only.
  */
@@ -30,11 +30,13 @@ static __always_inline int llamas_node_slot(int node)
     return node < LLAMAS_MAX_NODES ? node : LLAMAS_MAX_NODES - 1;
 }
 
-/* Every probe declares its own `<probe>_health` per-CPU array and a `<probe>_health_inc(slot)`
- * helper beside it: BCC rewrites map calls only in the main file, never in an included header or
- * inside a macro. A per-key map is read as: lookup; on a miss, count an insert and
- * lookup_or_try_init; on a second miss, count a full map. Python derives LRU evictions from the
- * insert count.
+/* Two helpers every probe needs are written once, in llamas_ebpf/probes/base.py (bpf_source),
+ * and expanded there into the source before BCC sees it, each onto the one line that names it:
+ * BCC rewrites map calls only in the main file, never in an included header or inside a C macro.
+ *   LLAMAS_HEALTH(probe);  the per-CPU array `<probe>_health` and `<probe>_health_inc(slot)`;
+ *   LLAMAS_LOOKUP_OR_INIT(map, key type, value type, probe, PROC|REGION);  `<map>_get(key *)`:
+ *     lookup; on a miss, count an insert and lookup_or_try_init; on a second miss, count a full
+ *     map (HEALTH_PROC_* or HEALTH_REGION_*). Python derives LRU evictions from the insert count.
  *
  * The sensor compiles the probes' sources as one text into one BPF object
  * (llamas_ebpf/probes/bundle.py), so every map, helper and program name is unique across the

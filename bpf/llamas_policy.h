@@ -1,9 +1,14 @@
 /* llamas_policy.h: the pinned policy maps and the enforcement requests, shared by bpf/enforce.c
- * and mirrored in Python (llamas_ebpf/policy/maps.py, llamas_ebpf/enforce.py). */
+ * and Python, which reads the defines and struct layouts from this file itself
+ * (llamas_ebpf/bpf_headers.py; used by llamas_ebpf/policy/maps.py and llamas_ebpf/enforce.py). */
 #ifndef LLAMAS_POLICY_H
 #define LLAMAS_POLICY_H
 
 #define MAX_RULES 1024
+#define RULE_MASK_WORDS 4         /* u64 words of a rule's CPU mask: CPUs 0-255 */
+#define COMM_RULE_ENTRIES 4096
+#define TGID_RULE_ENTRIES 65536
+#define CGROUP_RULE_ENTRIES 1024
 #define NO_POLICY 0xFFFFFFFF
 #define CTL_SLOT 0
 #define CTL_EPOCH 1
@@ -14,7 +19,7 @@
 #define RULE_MEMORY 2
 
 struct rule_value {
-    u64 cpumask[4];               /* CPUs 0-255 */
+    u64 cpumask[RULE_MASK_WORDS];
     s32 home_node;
     s32 demote_node;
     u32 hot_faults;

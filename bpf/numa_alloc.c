@@ -16,19 +16,9 @@
 BPF_ARRAY(node_ranges, struct pfn_range, MAX_RANGES);
 BPF_TABLE("lru_percpu_hash", u32, struct alloc_counts, proc_allocs, LLAMAS_MAX_PROCS);
 BPF_PERCPU_ARRAY(alloc_matrix, u64, LLAMAS_MAX_NODES * LLAMAS_MAX_NODES);
-BPF_PERCPU_ARRAY(numa_alloc_health, u64, HEALTH_SLOTS);
-static __always_inline void numa_alloc_health_inc(int slot) { u64 *v = numa_alloc_health.lookup(&slot); if (v) (*v)++; }
+LLAMAS_HEALTH(numa_alloc);
 
-static __always_inline struct alloc_counts *proc_allocs_get(u32 *key)
-{
-    struct alloc_counts *value = proc_allocs.lookup(key);
-    if (value)
-        return value;
-    struct alloc_counts zero = {};
-    value = proc_allocs.lookup_or_try_init(key, &zero);
-    numa_alloc_health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
-    return value;
-}
+LLAMAS_LOOKUP_OR_INIT(proc_allocs, u32, struct alloc_counts, numa_alloc, PROC);
 
 static __always_inline int pfn_to_node(u64 pfn)
 {

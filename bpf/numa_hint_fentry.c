@@ -13,19 +13,9 @@
 
 BPF_TABLE("lru_percpu_hash", u32, struct hint_counts, proc_hints, LLAMAS_MAX_PROCS);
 BPF_PERCPU_ARRAY(hint_matrix, u64, LLAMAS_MAX_NODES * LLAMAS_MAX_NODES);
-BPF_PERCPU_ARRAY(numa_hint_health, u64, HEALTH_SLOTS);
-static __always_inline void numa_hint_health_inc(int slot) { u64 *v = numa_hint_health.lookup(&slot); if (v) (*v)++; }
+LLAMAS_HEALTH(numa_hint);
 
-static __always_inline struct hint_counts *proc_hints_get(u32 *key)
-{
-    struct hint_counts *value = proc_hints.lookup(key);
-    if (value)
-        return value;
-    struct hint_counts zero = {};
-    value = proc_hints.lookup_or_try_init(key, &zero);
-    numa_hint_health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
-    return value;
-}
+LLAMAS_LOOKUP_OR_INIT(proc_hints, u32, struct hint_counts, numa_hint, PROC);
 
 KFUNC_PROBE(task_numa_fault, int last_cpupid, int mem_node, int pages, int flags)
 {

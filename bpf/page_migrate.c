@@ -11,19 +11,9 @@
 
 BPF_TABLE("lru_percpu_hash", struct page_migration_key, struct page_migration_counts,
           proc_migrations, LLAMAS_MAX_PROCS);
-BPF_PERCPU_ARRAY(page_migrate_health, u64, HEALTH_SLOTS);
-static __always_inline void page_migrate_health_inc(int slot) { u64 *v = page_migrate_health.lookup(&slot); if (v) (*v)++; }
+LLAMAS_HEALTH(page_migrate);
 
-static __always_inline struct page_migration_counts *proc_migrations_get(struct page_migration_key *key)
-{
-    struct page_migration_counts *value = proc_migrations.lookup(key);
-    if (value)
-        return value;
-    struct page_migration_counts zero = {};
-    value = proc_migrations.lookup_or_try_init(key, &zero);
-    page_migrate_health_inc(value ? HEALTH_PROC_INSERTS : HEALTH_PROC_FULL);
-    return value;
-}
+LLAMAS_LOOKUP_OR_INIT(proc_migrations, struct page_migration_key, struct page_migration_counts, page_migrate, PROC);
 
 TRACEPOINT_PROBE(migrate, mm_migrate_pages)
 {
@@ -31,7 +21,6 @@ TRACEPOINT_PROBE(migrate, mm_migrate_pages)
         .tgid = bpf_get_current_pid_tgid() >> 32,
         .reason = args->reason,
     };
-    struct page_migration_counts zero = {};
     struct page_migration_counts *counts = proc_migrations_get(&key);
     if (counts) {
         counts->succeeded += args->succeeded;

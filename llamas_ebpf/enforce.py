@@ -1,21 +1,22 @@
 """Putting a policy in force and keeping it there.
 
 `Enforcer.apply` writes a validated document into the idle slot of the pinned maps, switches it
-in, pins the processes it takes that are already running, and logs the generation. `rollback`
-takes the policy out and restores every original mask. `Controller` (for `llamas run`) loads
-bpf/enforce.c on the same pinned maps and serves its requests: processes that exec under a rule,
-threads seen on a CPU outside their rule, and a periodic sweep for pid, exe and cgroup rules.
+in, pins the processes it takes that are already running, and logs the generation;
+`apply_raw` validates a document first and logs a refusal. `rollback` takes the policy out and
+restores every original mask. `RequestServer` (for `llamas run`) loads bpf/enforce.c on the same
+pinned maps and serves its requests: processes that exec under a rule, threads seen on a CPU
+outside their rule, and a periodic sweep for pid, exe and cgroup rules.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llamas_ebpf import bpf_headers
 from llamas_ebpf.actuator.affinity import AffinityActuator, Journal
 from llamas_ebpf.actuator.cold import ColdTracker
 from llamas_ebpf.actuator.pages import REGION, PageJournal, PageMover, TokenBucket, pages_of, resident_regions
@@ -26,11 +27,21 @@ from llamas_ebpf.paths import Paths
 from llamas_ebpf.policy import compile as policy_compile
 from llamas_ebpf.policy.document import PolicyDocument
 from llamas_ebpf.policy.maps import CTL_EPOCH, FLAG_EXE_RULES, CompiledRule, PolicyMaps
-from llamas_ebpf.policy.state import AuditLog, PolicyState, diff
-from llamas_ebpf.policy.validate import HostFacts
+from llamas_ebpf.policy.state import AuditLog, PolicyState, diff, digest
+from llamas_ebpf.policy.validate import HostFacts, validate
 
-REQ_CLASSIFIED, REQ_VIOLATION, REQ_HOT_REGION, REQ_EXEC = 1, 2, 3, 4
+_H = bpf_headers.defines("llamas_policy.h")
+REQ_CLASSIFIED, REQ_VIOLATION, REQ_HOT_REGION, REQ_EXEC = (
+    _H["REQ_CLASSIFIED"], _H["REQ_VIOLATION"], _H["REQ_HOT_REGION"], _H["REQ_EXEC"])
 MOVE_CHUNK = 16384  # pages asked about per move_pages query
+
+
+class Refused(LlamasError):
+    """A document validation refused (logged as such); nothing changed."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        super().__init__(f"{source} refused, nothing changed ({len(errors)} problems)")
+        self.errors = errors
 
 
 @dataclass(frozen=True)
@@ -60,10 +71,8 @@ class Enforcer:
         self.budgets: dict[int, TokenBucket] = {}
         self.queue: dict[int, list[tuple[int, int, int]]] = {}  # tgid -> (start, end, node) to place
         self.cold = ColdTracker()
-        self.demoted_pages = 0
         self.rule_of: dict[int, int] = {}
         self._set_budgets()
-        self.moved_pages = 0
 
     def _set_budgets(self) -> None:
         doc = self.state.document
@@ -82,8 +91,8 @@ class Enforcer:
         slot = generation % 2
         compiled = policy_compile.compile_document(doc, self.host)
         self.maps.clear_slot(slot)
-        for index, rule in enumerate(compiled):
-            self.maps.write_rule(slot, index, rule)
+        for index, compiled_rule in enumerate(compiled):
+            self.maps.write_rule(slot, index, compiled_rule)
         for index, rule in enumerate(doc.rules):
             if rule.match.comm is not None:
                 self.maps.add_comm(slot, rule.match.comm, index)
@@ -108,6 +117,15 @@ class Enforcer:
                           validation="ok", diff=changes, processes=len(taken), threads_pinned=pinned,
                           **audit_fields)
         return Applied(generation, len(taken), pinned, changes)
+
+    def apply_raw(self, raw: bytes, advisor: str, source: str) -> Applied:
+        """Validate a document as written (JSON bytes) and put it in force; a refusal is logged
+        and raised as Refused, and changes nothing."""
+        checked = validate(raw, self.host, self.guard)
+        if not checked.ok or checked.document is None:
+            self.refuse(digest(raw), advisor, checked.errors, source=source)
+            raise Refused(source, checked.errors)
+        return self.apply(checked.document, digest(raw), advisor, source=source)
 
     def rollback(self, reason: str) -> int:
         before = self.state.document
@@ -187,14 +205,12 @@ class Enforcer:
                 # several regions per call, all to one node: one query syscall for up to
                 # MOVE_CHUNK pages
                 node = pending[0][2]
-                take, addresses = 0, []
+                take, addresses = 0, list[int]()
                 while take < len(pending) and len(addresses) < MOVE_CHUNK and pending[take][2] == node:
                     addresses += pages_of(*pending[take][:2])
                     take += 1
                 result = self.pages.move(tgid, addresses, node, budget)
                 moved += result.moved
-                if node == self.compiled[rule_index].demote_node:
-                    self.demoted_pages += result.moved
                 if result.gone:
                     pending.clear()
                     break
@@ -205,7 +221,6 @@ class Enforcer:
                 del pending[:take]
             if not pending:
                 del self.queue[tgid]
-        self.moved_pages += moved
         return moved
 
     def sweep(self) -> int:
@@ -223,8 +238,8 @@ class Enforcer:
         return pinned
 
 
-class Controller:
-    """Keeps the policy in force: serves bpf/enforce.c's requests (llamas run)."""
+class RequestServer:
+    """Serves bpf/enforce.c's requests from its ring buffer, for the controller (llamas run)."""
 
     def __init__(self, enforcer: Enforcer, bpf_dir: Path) -> None:
         from llamas_ebpf.probes.base import compile_bpf
@@ -264,11 +279,6 @@ class Controller:
                 if enforcer.state.slot is not None:
                     enforcer.maps.add_tgid(enforcer.state.slot, tgid, index)
                 enforcer.pin(tgid, index)
-
-    def counters(self) -> dict[str, int]:
-        names = ("violations", "requests", "drops", "classified", "hot_regions")
-        table = self.bpf["counters"]
-        return {name: sum(table[ctypes.c_int(i)]) for i, name in enumerate(names)}
 
     def tick(self) -> None:
         """Once a window: a new epoch (so requests may repeat), then the sweep."""

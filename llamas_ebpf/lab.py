@@ -60,7 +60,7 @@ class Topology:
 
 
 def _links(local: Link, remote: Link, slow: Link | None, nodes: int) -> dict[tuple[int, int], Link]:
-    result = {}
+    result: dict[tuple[int, int], Link] = {}
     for initiator in (0, 1):
         for target in range(nodes):
             if target == initiator:

@@ -1,6 +1,12 @@
 """The Sensor: attaches every probe through its chain and turns their maps into one Snapshot per
 interval. Sensing only: it decides nothing and changes nothing but the probes it loads (and,
-while it runs, kernel.task_delayacct, which TaskStatsProbe puts back)."""
+while it runs, kernel.task_delayacct, which TaskStatsProbe puts back).
+
+The Sensor owns /proc as well: the facts only /proc has (the node of the CPU a process runs on,
+its resident pages per node, its command line, its threads outside their rule's CPUs, each
+node's free memory) go into the Snapshot here and nowhere else, so every consumer (the advisors,
+the run loop, `top`, `audit`, a saved file read back later) sees the same fields. `paced` is the
+one loop that takes a snapshot every interval."""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import dataclasses
 import os
 import socket
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from llamas_ebpf.errors import LlamasError
@@ -24,7 +31,14 @@ from llamas_ebpf.probes.numa_alloc import NumaAllocProbe
 from llamas_ebpf.probes.numa_hint import NumaHintProbe
 from llamas_ebpf.probes.page_migrate import PageMigrateProbe
 from llamas_ebpf.probes.taskstats import TaskStatsProbe
-from llamas_ebpf.snapshot import NodeSample, PageMigrationTotals, ProbeHealth, Snapshot
+from llamas_ebpf.snapshot import (
+    CMDLINE_LIMIT,
+    NodeSample,
+    PageMigrationTotals,
+    ProbeHealth,
+    ProcessSample,
+    Snapshot,
+)
 
 PROBES: tuple[type[Probe], ...] = (
     FaultsProbe,
@@ -81,7 +95,11 @@ class Sensor:
         bpf_stats: bool = False,
         only: set[str] | None = None,
         detail_top: int = 16,
+        rule_cpus: Callable[[int], set[int] | None] | None = None,
     ) -> None:
+        """`detail_top`: the busiest processes of each interval that get the /proc facts;
+        `detail_pids` (settable) get them too, in every snapshot, busy or not. `rule_cpus`: the
+        CPUs of the rule that takes a process (None: none), for its threads_off_rule."""
         if os.geteuid() == 0:
             mounts.ensure_mounted()
         self.caps = features.probe()
@@ -96,7 +114,9 @@ class Sensor:
             cpu_to_node=self.cpu_to_node,
             pfn_ranges=nodes.pfn_ranges(),
         )
-        self.detail_top = detail_top  # processes per snapshot given a CPU node and pages per node
+        self.detail_top = detail_top
+        self.detail_pids: set[int] = set()
+        self.rule_cpus = rule_cpus
         self.probes: list[Probe] = []
         self.health: dict[str, ProbeHealth] = {}
         self._stats_fd = bpfsys.enable_stats() if bpf_stats else None
@@ -167,6 +187,9 @@ class Sensor:
         self._vmstat_prev = vm
 
         processes = []
+        for pid in self.detail_pids:
+            if pid not in out.processes and procfs.alive(pid):
+                out.process(pid)  # idle in the interval, and still asked about
         for pid, sample in out.processes.items():
             if not self._wanted(pid):
                 continue
@@ -174,11 +197,9 @@ class Sensor:
             sample.comm = out.comms.get(pid) or procfs.comm(pid) or "?"
             processes.append(sample)
         processes.sort(key=lambda p: (-p.total_faults, p.pid))
-        for sample in processes[: self.detail_top]:
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                sample.cpu_node = self.cpu_to_node.get(procfs.stat(sample.pid).processor)
-            with contextlib.suppress(OSError):
-                sample.resident_by_node = mempolicy.pages_per_node(sample.pid)
+        for index, sample in enumerate(processes):
+            if index < self.detail_top or sample.pid in self.detail_pids:
+                self._enrich(sample)
 
         node_samples = []
         for node in self.node_ids:
@@ -192,6 +213,7 @@ class Sensor:
                     hint_faults_from_cpu_node={
                         c: f for (c, m), f in out.hint_matrix.items() if m == node
                     },
+                    free_mb=nodes.memory_mb(node, key="MemFree"),
                 )
             )
         return Snapshot(
@@ -209,6 +231,25 @@ class Sensor:
             probes=probe_health,
         )
 
+    def describe(self, pid: int) -> ProcessSample | None:
+        """A process's /proc facts now, with no counts (None: it is gone)."""
+        if not procfs.alive(pid):
+            return None
+        sample = ProcessSample(pid=pid, comm=procfs.comm(pid) or "?")
+        self._enrich(sample)
+        return sample
+
+    def _enrich(self, sample: ProcessSample) -> None:
+        pid = sample.pid
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            sample.cpu_node = self.cpu_to_node.get(procfs.stat(pid).processor)
+        with contextlib.suppress(OSError):
+            sample.resident_by_node = mempolicy.pages_per_node(pid)
+        sample.cmdline = procfs.cmdline(pid, limit=CMDLINE_LIMIT)
+        cpus = self.rule_cpus(pid) if self.rule_cpus is not None else None
+        if cpus:
+            sample.threads_off_rule = threads_off(pid, cpus)
+
     def close(self) -> None:
         for probe in self.probes:
             probe.close()
@@ -223,3 +264,33 @@ class Sensor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def threads_off(pid: int, cpus: set[int]) -> int:
+    """Threads of a process whose CPU mask lets them run outside `cpus`."""
+    count = 0
+    for tid in procfs.thread_ids(pid):
+        with contextlib.suppress(OSError):
+            if not os.sched_getaffinity(tid) <= cpus:
+                count += 1
+    return count
+
+
+def paced(interval: float, *, count: int | None = None, duration: float | None = None,
+          wait: Callable[[float], None] = time.sleep) -> Iterator[int]:
+    """Wait out one interval after another, yielding the number of each (from 1) after it ends:
+    `count` of them, or until `duration` seconds have gone (the last interval cut to fit), or
+    forever. Deadlines are absolute, so time spent by the caller between intervals does not add
+    up into drift. `wait` is how to spend the time: sleep, or serve the kernel's requests."""
+    start = time.monotonic()
+    end = start + duration if duration is not None else None
+    number = 0
+    while count is None or number < count:
+        deadline = start + (number + 1) * interval
+        if end is not None:
+            if start + number * interval >= end - 1e-3:
+                return
+            deadline = min(deadline, end)
+        wait(max(deadline - time.monotonic(), 0.0))
+        number += 1
+        yield number

@@ -14,20 +14,20 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from llamas_ebpf.errors import LlamasError
 
-SCHEMA = "llamas.snapshot/v1"
+SCHEMA: Final = "llamas.snapshot/v1"
+CMDLINE_LIMIT = 512  # bytes of a command line a snapshot keeps
 
 
 _STRICT = ConfigDict(extra="forbid")
-model = dataclass(slots=True)
 
 
-@model
+@dataclass(slots=True)
 class FaultCounts:
     __pydantic_config__ = _STRICT
     user: int = 0
@@ -36,7 +36,7 @@ class FaultCounts:
     write: int = 0
 
 
-@model
+@dataclass(slots=True)
 class NumaCounts:
     __pydantic_config__ = _STRICT
     alloc_local: int = 0  # pages allocated on the node of the CPU the task ran on
@@ -49,21 +49,21 @@ class NumaCounts:
     numa_task_moves: int = 0  # scheduler NUMA placement moves/swaps/sticks (fallback method)
 
 
-@model
+@dataclass(slots=True)
 class CpuMigrations:
     __pydantic_config__ = _STRICT
     same_node: int = 0
     cross_node: int = 0
 
 
-@model
+@dataclass(slots=True)
 class GpuCounts:
     __pydantic_config__ = _STRICT
     calls: dict[str, int] = field(default_factory=dict)  # CUDA symbol or DRM event -> calls
     bytes: dict[str, int] = field(default_factory=dict)  # CUDA symbol -> bytes
 
 
-@model
+@dataclass(slots=True)
 class Region:
     __pydantic_config__ = _STRICT
     start: int  # virtual address of the 2 MiB region
@@ -71,7 +71,7 @@ class Region:
     writes: int = 0
 
 
-@model
+@dataclass(slots=True)
 class Delays:
     __pydantic_config__ = _STRICT
     """Delay accounting (taskstats), nanoseconds spent waiting in the interval."""
@@ -84,7 +84,7 @@ class Delays:
     compaction_ns: int = 0
 
 
-@model
+@dataclass(slots=True)
 class ProcessSample:
     __pydantic_config__ = _STRICT
     pid: int
@@ -96,16 +96,19 @@ class ProcessSample:
     page_migrations: dict[str, int] = field(default_factory=dict)  # reason -> pages moved
     delays: Delays | None = None
     regions: list[Region] = field(default_factory=list)
-    # for the busiest processes of the interval only (Sensor.detail_top), from /proc:
+    # for the busiest processes of the interval and the ones asked for (Sensor.detail_top,
+    # Sensor.detail_pids) only, from /proc:
     cpu_node: int | None = None  # the node of the CPU it last ran on
     resident_by_node: dict[int, int] | None = None  # resident pages per node (numa_maps)
+    cmdline: str | None = None  # its command line, cut to CMDLINE_LIMIT bytes
+    threads_off_rule: int | None = None  # threads whose CPU mask reaches outside their rule's CPUs
 
     @property
     def total_faults(self) -> int:
         return self.faults.user + self.faults.kernel
 
 
-@model
+@dataclass(slots=True)
 class NodeSample:
     __pydantic_config__ = _STRICT
     id: int
@@ -114,16 +117,17 @@ class NodeSample:
     alloc_pages: int = 0  # pages allocated from this node's memory
     alloc_from_cpu_node: dict[int, int] = field(default_factory=dict)  # CPU node -> pages
     hint_faults_from_cpu_node: dict[int, int] = field(default_factory=dict)
+    free_mb: int | None = None  # MemFree at the end of the interval
 
 
-@model
+@dataclass(slots=True)
 class PageMigrationTotals:
     __pydantic_config__ = _STRICT
     succeeded: int = 0
     failed: int = 0
 
 
-@model
+@dataclass(slots=True)
 class ProbeHealth:
     __pydantic_config__ = _STRICT
     name: str

@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,13 +26,14 @@ TARGET_BATCH_S = 0.020
 class TokenBucket:
     """A budget in bytes per second, with one second's worth of burst."""
 
-    def __init__(self, mbps: float) -> None:
+    def __init__(self, mbps: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = mbps * 1e6
         self.tokens = self.rate
-        self.stamp = time.monotonic()
+        self.clock = clock
+        self.stamp = clock()
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
 
@@ -83,6 +85,16 @@ class PageJournal:
         self.path.unlink(missing_ok=True)
 
 
+def next_batch(batch: int, pages: int, elapsed: float) -> int:
+    """Pages for the next move_pages call, after `pages` took `elapsed` seconds: aimed at ~90% of
+    TARGET_BATCH_S, since each call pays a fixed cost (the kernel drains the LRU caches of every
+    CPU first) and fewer, fuller calls move faster; at most doubling, between 16 and 65536."""
+    if elapsed <= 0:
+        return batch
+    wanted = int(pages * 0.9 * TARGET_BATCH_S / elapsed)
+    return max(16, min(wanted, 2 * batch, 65536))
+
+
 class PageMover:
     def __init__(self, host_budget: TokenBucket, journal: PageJournal) -> None:
         self.host_budget = host_budget
@@ -98,11 +110,7 @@ class PageMover:
         if nodes is not None:
             self.calls += 1
             self.seconds += elapsed
-            # aim the next call at ~90% of the target: each call pays a fixed cost (the kernel
-            # drains the LRU caches of every CPU first), so fewer, fuller calls move faster
-            if elapsed > 0:
-                wanted = int(len(addresses) * 0.9 * TARGET_BATCH_S / elapsed)
-                self.batch = max(16, min(wanted, 2 * self.batch, 65536))
+            self.batch = next_batch(self.batch, len(addresses), elapsed)
         return status
 
     def move(self, pid: int, addresses: list[int], node: int, budget: TokenBucket) -> MoveResult:
@@ -115,15 +123,15 @@ class PageMover:
                 result.gone = True
                 return result
             raise
-        todo = []
-        for address, status in zip(addresses, where, strict=True):
-            if status < 0:
+        todo: list[tuple[int, int]] = []  # (address, the node it is on)
+        for address, on in zip(addresses, where, strict=True):
+            if on < 0:
                 continue  # not resident (or not movable): nothing to place
             result.asked += 1
-            if status == node:
+            if on == node:
                 result.already += 1
             else:
-                todo.append((address, status))
+                todo.append((address, on))
         journalled: list[tuple[int, int]] = []
         while todo:
             allowed = int(min(budget.available(), self.host_budget.available()) // PAGE)

@@ -8,7 +8,7 @@ anything: the loop validates what comes back exactly as `llamas policy apply` va
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from llamas_ebpf.advise.summary import WindowSummary
 from llamas_ebpf.config import Guardrails
@@ -22,7 +22,7 @@ class AdvisorInput:
     inventory: Inventory
     window: WindowSummary
     current: PolicyDocument | None
-    recent: list[dict]  # audit entries of recent decisions, with their measured effect
+    recent: list[dict[str, Any]]  # audit entries of recent decisions, with their measured effect
     guard: Guardrails
     host: HostFacts
     description_texts: dict[str, str] = field(default_factory=dict)  # file name -> TOML, verbatim
@@ -38,7 +38,7 @@ class Usage:
     cache_write_tokens: int = 0
     cost_usd: float = 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
 
 
@@ -49,7 +49,6 @@ class Advice:
     rationale: str = ""
     explanations: dict[str, str] = field(default_factory=dict)  # rule name -> why
     usage: Usage = field(default_factory=Usage)
-    errors: list[str] = field(default_factory=list)  # validation errors of a refused document
     unavailable: str | None = None  # why no advice came (LLM unreachable, budget spent)
     keep_current: bool = False  # nothing new: the policy in force stays
 

@@ -21,6 +21,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from llamas_ebpf.advise.base import Advice, AdvisorInput, Usage
 from llamas_ebpf.advise.summary import ProcSummary
@@ -141,7 +142,7 @@ def _clean(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _process_row(p: ProcSummary) -> dict:
+def _process_row(p: ProcSummary) -> dict[str, Any]:
     row = {"pid": p.pid, "comm": _clean(p.comm, 16), "cmdline": _clean(p.cmdline, 160),
            "faults": p.faults, "write_fraction": round(p.write_fraction, 2),
            "alloc_local": p.alloc_local, "alloc_remote": p.alloc_remote,
@@ -160,8 +161,8 @@ def _process_row(p: ProcSummary) -> dict:
 
 @dataclass
 class Prompt:
-    system: list[dict]
-    tools: list[dict]
+    system: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
     user: str
     top_k: int
     estimated_tokens: int
@@ -182,11 +183,11 @@ def build_prompt(given: AdvisorInput, budget: int) -> Prompt:
                       for name, text in sorted(given.description_texts.items()))
     stable = (f"<devices>\n{devices or '(no device descriptions)'}</devices>\n"
               f"<discovered_facts>\n{as_data(facts)}\n</discovered_facts>")
-    system = [{"type": "text", "text": SYSTEM},
+    system: list[dict[str, Any]] = [{"type": "text", "text": SYSTEM},
               {"type": "text", "text": stable, "cache_control": {"type": "ephemeral"}}]
     schema = json_schema()
     schema.pop("$id", None)
-    tools = [{"name": "propose_policy",
+    tools: list[dict[str, Any]] = [{"name": "propose_policy",
               "description": "Put this llamas.policy/v1 document in force (after validation).",
               "input_schema": schema}, *TOOLS_READ_ONLY]
     fixed = estimate_tokens(SYSTEM + stable + json.dumps(tools))
@@ -237,7 +238,6 @@ class ClaudeAdvisor:
         self._anthropic = anthropic
         self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url or config.base_url,
                                           timeout=config.timeout_s, max_retries=config.retries)
-        self.last_prompt: Prompt | None = None
 
     def _spent_this_hour(self) -> tuple[int, int]:
         since = time.time() - 3600
@@ -258,15 +258,16 @@ class ClaudeAdvisor:
                 f"LLM budget for this hour is spent ({calls} calls, {tokens} tokens; limits "
                 f"{self.config.max_calls_per_hour} calls, {self.config.max_tokens_per_hour} tokens)"))
         prompt = build_prompt(given, self.config.prompt_budget_tokens)
-        self.last_prompt = prompt
-        messages: list[dict] = [{"role": "user", "content": prompt.user}]
+        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt.user}]
         repaired = False
         last_raw: bytes | None = None
         for _turn in range(MAX_TURNS):
             try:
-                response = self.client.messages.create(
-                    model=self.model, max_tokens=self.config.max_output_tokens, system=prompt.system,
-                    tools=prompt.tools, tool_choice={"type": "any"}, messages=messages)
+                # plain dicts, as the API documents them; the SDK's TypedDicts add nothing here
+                request: dict[str, Any] = {
+                    "model": self.model, "max_tokens": self.config.max_output_tokens, "system": prompt.system,
+                    "tools": prompt.tools, "tool_choice": {"type": "any"}, "messages": messages}
+                response = self.client.messages.create(**request)
             except self._anthropic.APIStatusError as exc:
                 return self._unavailable(usage, f"HTTP {exc.status_code} from the Messages API"
                                          f" after {self.config.retries} retries")
@@ -297,7 +298,7 @@ class ClaudeAdvisor:
                 if checked.ok and checked.document is not None:
                     return Advice(self.name, raw, checked.document.rationale, usage=usage)
                 if repaired:
-                    return Advice(self.name, raw, usage=usage, errors=checked.errors)
+                    return Advice(self.name, raw, usage=usage)  # the controller refuses it, with why
                 repaired = True
                 results.insert(0, {"type": "tool_result", "tool_use_id": proposal.id, "is_error": True,
                                    "content": "The document was refused; nothing was applied. Fix every "
@@ -328,10 +329,10 @@ class ClaudeAdvisor:
                 detail = p.to_dict()
                 detail["comm"], detail["cmdline"] = _clean(p.comm, 16), _clean(p.cmdline, 400)
             else:  # idle in the window: what /proc says of it now
-                name = procfs.comm(pid)
-                if name is None:
+                comm = procfs.comm(pid)
+                if comm is None:
                     return as_data({"error": f"no process {pid}"})
-                detail = {"pid": pid, "comm": _clean(name, 16), "cmdline": _clean(procfs.cmdline(pid), 400),
+                detail = {"pid": pid, "comm": _clean(comm, 16), "cmdline": _clean(procfs.cmdline(pid), 400),
                           "window": "no events counted in the window"}
             try:
                 detail["resident_pages_by_node_now"] = mempolicy.pages_per_node(pid)
@@ -348,7 +349,7 @@ class ClaudeAdvisor:
         return as_data({"error": f"unknown tool or bad arguments: {_clean(str(name), 40)}"})
 
 
-def _block(block: object) -> dict | None:
+def _block(block: object) -> dict[str, Any] | None:
     """A response block as a request block: text and tool_use go back; nothing else is asked for."""
     kind = getattr(block, "type", "")
     if kind == "tool_use":

@@ -11,7 +11,7 @@ What it does, busiest process first, one rule per process at most:
              tier, else memory comes home: hot pages stuck on a slow tier come back to DRAM);
   tier       big and busy on the fast tier, with a slower tier present -> cold mappings demoted.
 Memory rules get `demote_node` on the slowest tier, except a write-slow one for a writer.
-Restraint: nothing for processes below MIN_EVENTS events a window (or MIN_GPU_CALLS), nothing
+Restraint: nothing for processes below BUSY_EVENTS events a window (or BUSY_GPU_CALLS), nothing
 for what the guardrails forbid, and at most the guardrails' rule count. Hysteresis: a rule it
 wrote stays while its process lives (its evidence fades once the rule works, which is no reason
 to drop it), unless the loop reverted it; rules an administrator wrote are kept as they are.
@@ -22,81 +22,27 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from typing import Any
 
 from llamas_ebpf.advise.base import Advice, AdvisorInput
 from llamas_ebpf.advise.summary import ProcSummary
-from llamas_ebpf.devices.inventory import Inventory, NodeInfo
+from llamas_ebpf.advise.topology import Topology
 from llamas_ebpf.kernel import procfs
+from llamas_ebpf.metrics import (
+    BIG_PAGES,
+    BUSY_EVENTS,
+    BUSY_GPU_CALLS,
+    MAJORITY,
+    READ_MOSTLY,
+    REMOTE_ENTER,
+    WRITE_HEAVY,
+    majority,
+)
 from llamas_ebpf.policy import compile as policy_compile
 from llamas_ebpf.policy.document import SCHEMA, PolicyDocument, Rule
 
-MIN_EVENTS = 512  # faults + allocations + hinting faults in a window
-MIN_GPU_CALLS = 100
-REMOTE_ENTER = 0.30  # remote fraction that makes a rule
-WRITE_HEAVY = 0.30
-READ_MOSTLY = 0.10
-BIG_PAGES = 65536  # 256 MiB resident
 MAX_MBPS = 200
 PREFIX = "h-"
-
-
-def write_slow(node: NodeInfo) -> bool:
-    """Writes at least twice as slow as reads (latency or bandwidth), or described as pmem."""
-    if node.type == "pmem":
-        return True
-    if node.read_latency_ns and node.write_latency_ns and node.write_latency_ns >= 2 * node.read_latency_ns:
-        return True
-    return bool(node.read_bandwidth_mbps and node.write_bandwidth_mbps
-                and node.write_bandwidth_mbps * 2 <= node.read_bandwidth_mbps)
-
-
-class Topology:
-    """The inventory as the heuristic sees it: tiers, fast nodes with CPUs, slow nodes."""
-
-    def __init__(self, inventory: Inventory) -> None:
-        memory = [n for n in inventory.nodes if (n.memory_mb or 0) > 0 or n.memory_mb is None]
-        tiers = sorted({n.tier for n in memory if n.tier is not None})
-        self.fast_tier = tiers[0] if tiers else None
-        self.nodes = {n.id: n for n in memory}
-        self.fast = [n.id for n in memory if n.cpus and (n.tier is None or n.tier == self.fast_tier)]
-        self.slow = sorted((n for n in memory if n.tier is not None and n.tier != self.fast_tier),
-                           key=lambda n: (-(n.tier or 0), n.id))
-        self.gpus = inventory.gpus
-        fastest = min((n.read_latency_ns for n in memory if n.id in self.fast and n.read_latency_ns),
-                      default=None)
-        self.fastest_read_ns = fastest
-
-    def has_cpus(self, node: int) -> bool:
-        info = self.nodes.get(node)
-        return bool(info and info.cpus)
-
-    def is_fast(self, node: int) -> bool:
-        return node in self.fast
-
-    def write_slow_nodes(self) -> list[NodeInfo]:
-        return [n for n in self.slow if write_slow(n)]
-
-    def demote_target(self, writer: bool) -> int | None:
-        """The slowest tier's node, skipping write-slow ones for a writer."""
-        for node in self.slow:
-            if writer and write_slow(node):
-                continue
-            return node.id
-        return None
-
-    def home_for(self, p: ProcSummary) -> int | None:
-        if p.cpu_node is not None and self.is_fast(p.cpu_node):
-            return p.cpu_node
-        return self.fast[0] if self.fast else None
-
-
-def majority(counts: dict[int, int]) -> tuple[int | None, float]:
-    """The node holding most of the pages, and its share (ties: the lowest node id)."""
-    total = sum(counts.values())
-    if not total:
-        return None, 0.0
-    node = max(sorted(counts), key=lambda n: counts[n])
-    return node, counts[node] / total
 
 
 def _pct(x: float) -> str:
@@ -118,7 +64,7 @@ class HeuristicAdvisor:
         touchable = self._touchable or (lambda pid: policy_compile.touchable(pid, given.guard))
         topo = Topology(given.inventory)
         reverted = _reverted_pids(given.recent)
-        rules: list[dict] = []
+        rules: list[dict[str, Any]] = []
         why: dict[str, str] = {}
         taken: set[int] = set()
         comms: set[str] = set()
@@ -139,18 +85,18 @@ class HeuristicAdvisor:
                 break
             if p.pid in taken or p.comm in comms or p.pid in reverted:
                 continue
-            if p.activity < MIN_EVENTS and p.gpu_calls < MIN_GPU_CALLS:
+            if p.activity < BUSY_EVENTS and p.gpu_calls < BUSY_GPU_CALLS:
                 continue
             proposal = self._rule_for(p, topo)
             if proposal is None or not touchable(p.pid):
                 continue
-            rule, reason = proposal
-            if rule["name"] in why:
+            proposed, reason = proposal
+            if proposed["name"] in why:
                 continue  # by name, a second process of the same name is already covered
-            rules.append(rule)
-            why[rule["name"]] = reason
+            rules.append(proposed)
+            why[proposed["name"]] = reason
             taken.add(p.pid)
-            if "comm" in rule["match"]:
+            if "comm" in proposed["match"]:
                 comms.add(p.comm)
         rationale = "; ".join(f"{name}: {reason}" for name, reason in why.items()) or "no rule is warranted"
         if len(rationale) > 4000:
@@ -160,46 +106,48 @@ class HeuristicAdvisor:
         return Advice(self.name, json.dumps(document).encode(), rationale, why,
                       keep_current=unchanged or (given.current is None and not rules))
 
-    def _rule_for(self, p: ProcSummary, topo: Topology) -> tuple[dict, str] | None:
-        pages = p.resident_by_node or p.alloc_by_node
+    def _rule_for(self, p: ProcSummary, topo: Topology) -> tuple[dict[str, Any], str] | None:
+        pages = p.pages_by_node
         mem_node, mem_share = majority(pages)
         writes = p.write_fraction
         by_comm = self.match_by == "comm" and 0 < len(p.comm) <= 15 and p.comm.isprintable()
         tag = re.sub(r"[^a-z0-9._-]", "-", p.comm.lower())[:40] if by_comm else str(p.pid)
-        name = lambda kind: f"{PREFIX}{kind}-{tag}"  # noqa: E731
+
+        def name(kind: str) -> str:
+            return f"{PREFIX}{kind}-{tag}"
+
         match = {"comm": p.comm} if by_comm else {"pid": p.pid}
 
-        def memory(home: int, writer: bool) -> dict:
-            spec: dict = {"home_node": home, "max_mbps": MAX_MBPS}
+        def memory(home: int, writer: bool) -> dict[str, Any]:
+            spec: dict[str, Any] = {"home_node": home, "max_mbps": MAX_MBPS}
             demote = topo.demote_target(writer)
             if demote is not None and demote != home:
                 spec["demote_node"] = demote
             return spec
 
-        if p.gpu_calls >= MIN_GPU_CALLS and topo.gpus:
+        if p.gpu_calls >= BUSY_GPU_CALLS and topo.gpus:
             index = _gpu_of(p.pid, topo)
             if index is not None:
                 node = topo.gpus[index].numa_node
                 return ({"name": name("gpu"), "match": match, "gpu": {"device": index}},
                         f"{p.gpu_calls} CUDA calls in the window; threads and memory go to GPU {index}'s "
                         f"node {node}")
-        slow_writer = mem_node is not None and mem_node in {n.id for n in topo.write_slow_nodes()}
-        if slow_writer and writes >= WRITE_HEAVY and mem_share >= 0.5:
+        slow_writer = mem_node is not None and mem_node in topo.write_slow_ids()
+        if slow_writer and writes >= WRITE_HEAVY and mem_share >= MAJORITY:
             home = topo.home_for(p)
             if home is not None:
                 return ({"name": name("dram"), "match": match, "memory": memory(home, True)},
                         f"write-heavy ({_pct(writes)} of faults are writes) with {_pct(mem_share)} of its "
                         f"pages on node {mem_node}, which writes slowly: home on node {home}")
-        slow_readers = [n for n in topo.write_slow_nodes() if topo.fastest_read_ns and n.read_latency_ns
-                        and n.read_latency_ns <= 1.5 * topo.fastest_read_ns]
-        if slow_readers and p.faults >= MIN_EVENTS and writes <= READ_MOSTLY:
+        slow_readers = topo.reads_near_dram()
+        if slow_readers and p.faults >= BUSY_EVENTS and writes <= READ_MOSTLY:
             target = slow_readers[0]
             return ({"name": name("readmostly"), "match": match,
                      "memory": {"home_node": target.id, "max_mbps": MAX_MBPS}},
                     f"read-mostly ({_pct(writes)} of faults are writes); node {target.id} reads nearly as "
                     f"fast as DRAM ({target.read_latency_ns} ns) but writes slowly: its pages go there, "
                     f"which frees DRAM for writers")
-        remote = max(p.remote_alloc_fraction, p.remote_hint_fraction, p.remote_resident_fraction)
+        remote = p.remote_fraction
         if remote >= REMOTE_ENTER:
             if mem_node is not None and topo.has_cpus(mem_node) and topo.is_fast(mem_node):
                 return ({"name": name("colocate"), "match": match, "cpu": {"nodes": [mem_node]},
@@ -232,7 +180,7 @@ def _gpu_of(pid: int, topo: Topology) -> int | None:
     return placed[0][0] if placed else None
 
 
-def _reverted_pids(recent: list[dict]) -> set[int]:
+def _reverted_pids(recent: list[dict[str, Any]]) -> set[int]:
     pids: set[int] = set()
     for entry in recent:
         if entry.get("event") == "revert":
@@ -243,7 +191,7 @@ def _reverted_pids(recent: list[dict]) -> set[int]:
     return pids
 
 
-def _same(current: PolicyDocument, document: dict) -> bool:
+def _same(current: PolicyDocument, document: dict[str, Any]) -> bool:
     return [r.model_dump(by_alias=True, exclude_none=True) for r in current.rules] == [
         Rule.model_validate(r).model_dump(by_alias=True, exclude_none=True) for r in document["rules"]
     ]

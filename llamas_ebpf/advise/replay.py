@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from llamas_ebpf.advise.base import Advice, AdvisorInput
 from llamas_ebpf.errors import LlamasError
@@ -13,7 +14,7 @@ from llamas_ebpf.errors import LlamasError
 REPLAYED = ("apply", "decision")
 
 
-def decisions(path: Path) -> list[dict]:
+def decisions(path: Path) -> list[dict[str, Any]]:
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:

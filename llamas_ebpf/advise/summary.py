@@ -1,15 +1,17 @@
 """What an advisor reads about an observation window: the snapshots of the window folded into one
-line per process and one per node, ranked by activity, with the facts only /proc has (command
-line, the CPU a process runs on, its resident pages per node) added for the busiest few."""
+line per process and one per node, ranked by activity. The facts only /proc has (command line,
+the CPU a process runs on, its resident pages per node) are in the snapshots already, for the
+processes the Sensor enriched, so a window of saved snapshots reads like a live one. The metrics
+are those of llamas_ebpf.metrics."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from llamas_ebpf.kernel import mempolicy, procfs
-from llamas_ebpf.snapshot import Snapshot
+from llamas_ebpf import metrics
+from llamas_ebpf.snapshot import ProcessSample, Snapshot
 
 
 @dataclass(slots=True)
@@ -33,6 +35,38 @@ class ProcSummary:
     cpu_node: int | None = None  # the node of the CPU it last ran on
     resident_by_node: dict[int, int] = field(default_factory=dict)  # pages, from numa_maps
 
+    @classmethod
+    def of(cls, sample: ProcessSample) -> ProcSummary:
+        """One interval's sample on its own."""
+        summary = cls(sample.pid, sample.comm)
+        summary.add(sample)
+        return summary
+
+    def add(self, s: ProcessSample) -> None:
+        """Fold one more interval's sample of this process in."""
+        self.comm = s.comm
+        if s.cmdline is not None:
+            self.cmdline = s.cmdline
+        if s.cpu_node is not None:
+            self.cpu_node = s.cpu_node
+        if s.resident_by_node is not None:
+            self.resident_by_node = dict(s.resident_by_node)
+        self.faults += s.faults.user + s.faults.kernel
+        self.read_faults += s.faults.read
+        self.write_faults += s.faults.write
+        self.alloc_local += s.numa.alloc_local
+        self.alloc_remote += s.numa.alloc_remote
+        for node_id, pages in s.numa.alloc_pages_by_node.items():
+            self.alloc_by_node[node_id] = self.alloc_by_node.get(node_id, 0) + pages
+        self.hint_local += s.numa.hint_local or 0
+        self.hint_remote += s.numa.hint_remote or 0
+        self.cross_node_moves += s.cpu_migrations.cross_node
+        self.gpu_calls += sum(s.gpu.calls.values())
+        self.gpu_bytes += sum(s.gpu.bytes.values())
+        for region in s.regions:
+            self.region_reads += region.reads
+            self.region_writes += region.writes
+
     @property
     def activity(self) -> int:
         """Events in the window; what ranks processes."""
@@ -40,21 +74,18 @@ class ProcSummary:
 
     @property
     def remote_alloc_fraction(self) -> float:
-        total = self.alloc_local + self.alloc_remote
-        return self.alloc_remote / total if total else 0.0
+        return metrics.remote_alloc_fraction(self.alloc_local, self.alloc_remote)
 
     @property
     def remote_hint_fraction(self) -> float:
-        total = self.hint_local + self.hint_remote
-        return self.hint_remote / total if total else 0.0
+        return metrics.remote_hint_fraction(self.hint_local, self.hint_remote)
 
     @property
     def write_fraction(self) -> float:
         """Writes among the faults, region counts first (they cover managed processes)."""
-        reads, writes = self.region_reads, self.region_writes
-        if reads + writes == 0:
-            reads, writes = self.read_faults, self.write_faults
-        return writes / (reads + writes) if reads + writes else 0.0
+        if self.region_reads + self.region_writes:
+            return metrics.write_fraction(self.region_reads, self.region_writes)
+        return metrics.write_fraction(self.read_faults, self.write_faults)
 
     @property
     def resident_pages(self) -> int:
@@ -62,14 +93,25 @@ class ProcSummary:
 
     @property
     def remote_resident_fraction(self) -> float:
-        """Resident pages on other nodes than its CPU's: where its memory is, not how it got there
-        (with NUMA balancing off nothing else tells that a process reads memory far away)."""
-        total = self.resident_pages
-        if self.cpu_node is None or not total:
-            return 0.0
-        return 1.0 - self.resident_by_node.get(self.cpu_node, 0) / total
+        return metrics.off_node_fraction(self.resident_by_node, self.cpu_node) or 0.0
 
-    def to_dict(self) -> dict:
+    @property
+    def remote_fraction(self) -> float:
+        """The worst of the three: what makes a colocate rule and a remote-memory finding."""
+        return max(self.remote_alloc_fraction, self.remote_hint_fraction, self.remote_resident_fraction)
+
+    @property
+    def judged_remote_fraction(self) -> float | None:
+        """What the run loop's revert check compares (metrics.judged_remote_fraction)."""
+        return metrics.judged_remote_fraction(self.alloc_local, self.alloc_remote, self.hint_local,
+                                              self.hint_remote, self.resident_by_node, self.cpu_node)
+
+    @property
+    def pages_by_node(self) -> dict[int, int]:
+        """Where its memory is: resident pages where known, else where its allocations went."""
+        return self.resident_by_node or self.alloc_by_node
+
+    def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["remote_alloc_fraction"] = round(self.remote_alloc_fraction, 3)
         out["remote_hint_fraction"] = round(self.remote_hint_fraction, 3)
@@ -105,14 +147,13 @@ class WindowSummary:
         return next((p for p in self.processes if p.pid == pid), None)
 
 
-def summarize(snapshots: Iterable[Snapshot], enrich: int = 32, cpu_to_node: dict[int, int] | None = None,
-              read_proc: bool = True) -> WindowSummary:
-    """Fold snapshots into a window. The `enrich` busiest processes get /proc facts (when
-    `read_proc`, i.e. live); the rest keep only what the probes counted."""
+def summarize(snapshots: Iterable[Snapshot]) -> WindowSummary:
+    """Fold snapshots into a window."""
     procs: dict[int, ProcSummary] = {}
     nodes: dict[int, NodeSummary] = {}
     system: dict[str, int] = {}
-    seconds, host, kernel, probes = 0.0, "", "", {}
+    seconds, host, kernel = 0.0, "", ""
+    probes: dict[str, str] = {}
     for snap in snapshots:
         seconds += snap.interval_s
         host, kernel = snap.host, snap.kernel
@@ -134,36 +175,8 @@ def summarize(snapshots: Iterable[Snapshot], enrich: int = 32, cpu_to_node: dict
             p = procs.get(s.pid)
             if p is None:
                 p = procs[s.pid] = ProcSummary(s.pid, s.comm)
-            p.comm = s.comm
-            if s.cpu_node is not None:
-                p.cpu_node = s.cpu_node
-            if s.resident_by_node is not None:
-                p.resident_by_node = dict(s.resident_by_node)
-            p.faults += s.faults.user + s.faults.kernel
-            p.read_faults += s.faults.read
-            p.write_faults += s.faults.write
-            p.alloc_local += s.numa.alloc_local
-            p.alloc_remote += s.numa.alloc_remote
-            for node_id, pages in s.numa.alloc_pages_by_node.items():
-                p.alloc_by_node[node_id] = p.alloc_by_node.get(node_id, 0) + pages
-            p.hint_local += s.numa.hint_local or 0
-            p.hint_remote += s.numa.hint_remote or 0
-            p.cross_node_moves += s.cpu_migrations.cross_node
-            p.gpu_calls += sum(s.gpu.calls.values())
-            p.gpu_bytes += sum(s.gpu.bytes.values())
-            for region in s.regions:
-                p.region_reads += region.reads
-                p.region_writes += region.writes
+            p.add(s)
     ranked = sorted(procs.values(), key=lambda p: (-p.activity, -p.gpu_calls, p.pid))
-    if read_proc:
-        for p in ranked[:enrich]:
-            p.cmdline = procfs.cmdline(p.pid, limit=512)
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                cpu = procfs.stat(p.pid).processor
-                if cpu_to_node is not None:
-                    p.cpu_node = cpu_to_node.get(cpu)
-            with contextlib.suppress(OSError):
-                p.resident_by_node = mempolicy.pages_per_node(p.pid)
     return WindowSummary(host=host, kernel=kernel, seconds=round(seconds, 3), process_count=len(procs),
                          processes=ranked, nodes=[nodes[k] for k in sorted(nodes)], system=system,
                          probes=probes)

@@ -104,7 +104,7 @@ class DescriptionError:
         return f"{where}: {self.field + ': ' if self.field else ''}{self.message}"
 
 
-def _line_of(text: str, field_path: tuple) -> int | None:
+def _line_of(text: str, field_path: tuple[object, ...]) -> int | None:
     """Where a field is set, best effort: the line of its key, inside its table when nested."""
     keys = [str(k) for k in field_path if not isinstance(k, int)]
     if not keys:
@@ -171,3 +171,17 @@ def load_dir(directory: Path | None) -> tuple[list[LoadedDescription], list[Desc
             names[result.description.name] = path
             loaded.append(result)
     return loaded, errors
+
+
+def texts(devices_dir: Path | None, limit: int = 8000) -> dict[str, str]:
+    """Each description file's text, verbatim (cut to `limit` characters), by file name: what the
+    claude advisor is given beside the parsed inventory."""
+    out: dict[str, str] = {}
+    if devices_dir is None or not devices_dir.is_dir():
+        return out
+    for path in sorted(devices_dir.glob("*.toml")):
+        try:
+            out[path.name] = path.read_text(errors="replace")[:limit]
+        except OSError:
+            continue
+    return out

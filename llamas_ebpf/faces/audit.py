@@ -1,15 +1,13 @@
 """`llamas audit`: a one-shot placement report to hand to a colleague.
 
-The report (a dict, the JSON format as is) holds: the host and its kernel capabilities, the
+The report (a dict[str, Any], the JSON format as is) holds: the host and its kernel capabilities, the
 device inventory with its conflicts, findings ranked by estimated impact with the evidence for
 each, the advisor's recommended policy (validated here, not applied) with the command that
 applies it, and the advisor's usage. Markdown and HTML are renderings of it; the HTML is one
 self-contained file, its charts inline SVG, nothing fetched from anywhere.
 
-Impact is an estimate in events per second that better placement could make local: remote
-allocations and hinting faults for misplaced memory, write faults for writers on write-slow
-memory, faults for hot processes on a slow tier, and 100 per cross-node CPU migration (each one
-leaves a cache and a node behind).
+The findings themselves are analysis, not rendering: llamas_ebpf.advise.findings. This module
+only shapes and renders the report; it does no kernel I/O.
 """
 
 from __future__ import annotations
@@ -17,97 +15,43 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import asdict
+from typing import Any
 
-from llamas_ebpf.advise.heuristic import Topology, majority, write_slow
-from llamas_ebpf.advise.summary import ProcSummary, WindowSummary
+from llamas_ebpf import metrics
+from llamas_ebpf.advise.base import Advice
+from llamas_ebpf.advise.findings import findings
+from llamas_ebpf.advise.summary import WindowSummary
 from llamas_ebpf.devices.inventory import Inventory
 from llamas_ebpf.faces.text import safe
 from llamas_ebpf.snapshot import Snapshot
 
-MIN_EVENTS = 256
 SECTION_COLORS = {  # each section's marker; tests find these colours in the rendered page
     "host": "#1f77b4", "inventory": "#2ca02c", "findings": "#d62728", "policy": "#9467bd", "usage": "#ff7f0e",
 }
 NODE_COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7"]
 
 
-def findings(window: WindowSummary, inventory: Inventory, policy: dict | None) -> list[dict]:
-    topo = Topology(inventory)
-    slow_ids = {n.id for n in topo.slow}
-    write_slow_ids = {n.id for n in topo.slow if write_slow(n)}
-    seconds = max(window.seconds, 1e-3)
-    rule_by_pid: dict[int, str] = {}
-    rule_by_comm: dict[str, str] = {}
-    for rule in (policy or {}).get("rules", []):
-        match = rule.get("match", {})
-        if "pid" in match:
-            rule_by_pid[match["pid"]] = rule["name"]
-        if "comm" in match:
-            rule_by_comm[match["comm"]] = rule["name"]
-    out: list[dict] = []
-
-    def add(kind: str, p: ProcSummary, impact: float, summary: str, evidence: dict) -> None:
-        out.append({"kind": kind, "pid": p.pid, "comm": safe(p.comm, 16), "impact": round(impact, 1),
-                    "summary": summary, "evidence": evidence,
-                    "rule": rule_by_pid.get(p.pid) or rule_by_comm.get(p.comm)})
-
-    for p in window.processes:
-        if p.activity < MIN_EVENTS and p.gpu_calls == 0 and p.cross_node_moves == 0:
-            continue
-        pages = p.resident_by_node or p.alloc_by_node
-        node, share = majority(pages)
-        base = {"faults": p.faults, "read_faults": p.read_faults, "write_faults": p.write_faults,
-                "alloc_local": p.alloc_local, "alloc_remote": p.alloc_remote, "hint_local": p.hint_local,
-                "hint_remote": p.hint_remote, "pages_by_node": pages, "cpu_node": p.cpu_node}
-        remote = p.alloc_remote + p.hint_remote
-        fraction = max(p.remote_alloc_fraction, p.remote_hint_fraction)
-        if fraction >= 0.3 and remote >= MIN_EVENTS:
-            add("remote-memory", p, remote / seconds,
-                f"{round(100 * fraction)}% of its allocations or hinting faults are remote "
-                f"(it runs on node {p.cpu_node if p.cpu_node is not None else '?'}, "
-                f"{round(100 * share)}% of its pages are on node {node})", base)
-        if node in write_slow_ids and share >= 0.5 and p.write_fraction >= 0.3:
-            add("writes-on-write-slow-memory", p, p.write_faults / seconds,
-                f"{round(100 * p.write_fraction)}% of its faults are writes and {round(100 * share)}% of its "
-                f"pages are on node {node}, which writes slowly", base)
-        elif node in slow_ids and share >= 0.5 and p.faults >= MIN_EVENTS and node not in write_slow_ids:
-            add("hot-on-slow-tier", p, p.faults / seconds,
-                f"{p.faults} faults in {window.seconds:g} s with {round(100 * share)}% of its pages on "
-                f"node {node}, a slower tier", base)
-        if p.cross_node_moves / seconds >= 1:
-            add("cross-node-cpu-migrations", p, 100 * p.cross_node_moves / seconds,
-                f"{p.cross_node_moves} moves between nodes' CPUs in {window.seconds:g} s",
-                {**base, "cross_node_moves": p.cross_node_moves})
-        if p.gpu_calls and inventory.gpus and p.cpu_node is not None:
-            far = [g for g in inventory.gpus if g.numa_node is not None and g.numa_node != p.cpu_node]
-            if len(far) == len(inventory.gpus):
-                add("gpu-far-from-cpu", p, p.gpu_calls / seconds,
-                    f"{p.gpu_calls} CUDA calls from node {p.cpu_node}; its GPU is on node {far[0].numa_node}",
-                    {**base, "gpu_calls": p.gpu_calls, "gpu_bytes": p.gpu_bytes})
-    out.sort(key=lambda f: (-f["impact"], f["pid"], f["kind"]))
-    for rank, finding in enumerate(out, 1):
-        finding["rank"] = rank
-    return out
-
-
-def locality_series(snaps: list[Snapshot]) -> list[dict]:
+def locality_series(snaps: list[Snapshot]) -> list[dict[str, Any]]:
     series = []
     for snap in snaps:
         local = sum(p.numa.alloc_local for p in snap.processes)
         remote = sum(p.numa.alloc_remote for p in snap.processes)
         hl = sum(p.numa.hint_local or 0 for p in snap.processes)
         hr = sum(p.numa.hint_remote or 0 for p in snap.processes)
-        series.append({"time": snap.time, "alloc_local_pct": round(100 * local / (local + remote), 1)
+        series.append({"time": snap.time,
+                       "alloc_local_pct": round(100 * (1 - metrics.remote_alloc_fraction(local, remote)), 1)
                        if local + remote else None,
-                       "hint_local_pct": round(100 * hl / (hl + hr), 1) if hl + hr else None})
+                       "hint_local_pct": round(100 * (1 - metrics.remote_hint_fraction(hl, hr)), 1)
+                       if hl + hr else None})
     return series
 
 
-def build(window: WindowSummary, snaps: list[Snapshot], inventory: Inventory, capabilities: dict,
-          advice, checked_errors: list[str], policy: dict | None, policy_path: str | None) -> dict:  # noqa: ANN001
+def build(window: WindowSummary, snaps: list[Snapshot], inventory: Inventory, capabilities: dict[str, Any],
+          advice: Advice, checked_errors: list[str], policy: dict[str, Any] | None,
+          policy_path: str | None) -> dict[str, Any]:
     apply = (f"llamas policy apply {policy_path}" if policy_path
              else "save `policy` to a file, then: llamas policy apply FILE")
-    top = [p for p in window.processes[:12] if p.resident_by_node or p.alloc_by_node]
+    top = [p for p in window.processes[:12] if p.pages_by_node]
     return {
         "schema": "llamas.audit/v1",
         "host": {"name": inventory.host, "kernel": inventory.kernel, "capabilities": capabilities,
@@ -123,14 +67,14 @@ def build(window: WindowSummary, snaps: list[Snapshot], inventory: Inventory, ca
                     "usage": advice.usage.to_dict(), "unavailable": advice.unavailable},
         "charts": {
             "pages_by_node": [{"pid": p.pid, "comm": safe(p.comm, 16),
-                               "pages": p.resident_by_node or p.alloc_by_node} for p in top],
+                               "pages": p.pages_by_node} for p in top],
             "locality": locality_series(snaps),
             "heatmap": heatmap(snaps, window),
         },
     }
 
 
-def heatmap(snaps: list[Snapshot], window: WindowSummary) -> dict:
+def heatmap(snaps: list[Snapshot], window: WindowSummary) -> dict[str, Any]:
     """Faults per 2 MiB region for processes whose regions were counted; else faults per node per
     interval (the probes count regions only for watched or managed processes)."""
     regions: dict[tuple[int, int], int] = {}
@@ -159,7 +103,7 @@ def _md(text: object) -> str:
     return safe(str(text)).replace("|", "\\|").replace("<", "&lt;")
 
 
-def to_markdown(report: dict) -> str:
+def to_markdown(report: dict[str, Any]) -> str:
     host = report["host"]
     lines = [f"# Placement audit: {_md(host['name'])}", "",
              "## Host and kernel", "",
@@ -219,7 +163,7 @@ def _e(text: object) -> str:
     return html.escape(safe(str(text)), quote=True)
 
 
-def _svg_pages(rows: list[dict]) -> str:
+def _svg_pages(rows: list[dict[str, Any]]) -> str:
     width, bar, gap, label = 640, 18, 6, 170
     height = max(len(rows), 1) * (bar + gap) + 30
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
@@ -245,7 +189,7 @@ def _svg_pages(rows: list[dict]) -> str:
     return "".join(parts)
 
 
-def _svg_heatmap(heat: dict) -> str:
+def _svg_heatmap(heat: dict[str, Any]) -> str:
     rows = heat["rows"]
     cols = max((len(r["cells"]) for r in rows), default=0)
     if not rows or not cols:
@@ -266,7 +210,7 @@ def _svg_heatmap(heat: dict) -> str:
     return "".join(parts)
 
 
-def _svg_locality(series: list[dict]) -> str:
+def _svg_locality(series: list[dict[str, Any]]) -> str:
     width, height, pad = 640, 180, 30
     points = [(i, s["alloc_local_pct"]) for i, s in enumerate(series) if s["alloc_local_pct"] is not None]
     hints = [(i, s["hint_local_pct"]) for i, s in enumerate(series) if s["hint_local_pct"] is not None]
@@ -292,7 +236,7 @@ def _svg_locality(series: list[dict]) -> str:
     return "".join(parts)
 
 
-def to_html(report: dict) -> str:
+def to_html(report: dict[str, Any]) -> str:
     markdown_free = report  # one source of truth: the same dict the JSON format prints
 
     def section(key: str, title: str, body: str) -> str:
@@ -366,5 +310,5 @@ def to_html(report: dict) -> str:
             + "</body></html>\n")
 
 
-def as_json(report: dict) -> str:
+def as_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))

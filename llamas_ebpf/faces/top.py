@@ -1,5 +1,8 @@
 """`llamas top`: a live, full-screen view of placement, one row per process.
 
+It renders the Snapshot and a Context the command gives it; it reads nothing from the kernel
+(the Sensor puts free memory and threads outside their rule's CPUs into the snapshot).
+
 Keys: s cycles the sort column, / filters by name or pid (Enter ends, Esc clears), p pauses,
 up/down (or k/j) select a process for the sparklines, q quits. Fits 80x24: columns are
 sized for it and rows are cut to the terminal's height.
@@ -7,7 +10,6 @@ sized for it and rows are cut to the terminal's height.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import sys
@@ -15,16 +17,16 @@ import termios
 import time
 import tty
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from llamas_ebpf import metrics
 from llamas_ebpf.faces.text import human, safe
-from llamas_ebpf.kernel import nodes as kernel_nodes
-from llamas_ebpf.kernel import procfs
 from llamas_ebpf.snapshot import ProcessSample, Snapshot
 
 SORTS = ("faults", "remote", "xnode", "gpu", "pid")
@@ -36,6 +38,10 @@ METHODS = {"raw_tracepoint": "raw", "tracepoint": "tp", "tracepoint+vmstat": "tp
 
 def _short_method(method: str | None) -> str:
     return "-" if method is None else METHODS.get(method, method)
+
+
+COLUMNS = ("PID", "COMM", "RULE", "FLT/s R/W", "AL%", "HL%", "PAGES/node", "XN/s", "GPU/s", "VIO")
+LEFT = {"COMM", "RULE", "PAGES/node"}
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 60
 NODE_MARKS = "0123456789abcdef"
@@ -50,8 +56,8 @@ class TopState:
     selected: int = 0
     selected_pid: int | None = None
     quit: bool = False
-    history: dict[int, deque] = field(default_factory=dict)  # pid -> faults/s
-    locality: dict[int, deque] = field(default_factory=dict)  # pid -> alloc-local %
+    history: dict[int, deque[float]] = field(default_factory=dict)  # pid -> faults/s
+    locality: dict[int, deque[float]] = field(default_factory=dict)  # pid -> alloc-local %
 
     def key(self, key: str) -> None:
         if self.typing_filter:
@@ -83,9 +89,8 @@ class TopState:
         for p in snap.processes:
             seen.add(p.pid)
             self.history.setdefault(p.pid, deque(maxlen=HISTORY)).append(p.total_faults / seconds)
-            allocs = p.numa.alloc_local + p.numa.alloc_remote
-            if allocs:
-                local = 100 * p.numa.alloc_local / allocs
+            if p.numa.alloc_local + p.numa.alloc_remote:
+                local = 100 * (1 - metrics.remote_alloc_fraction(p.numa.alloc_local, p.numa.alloc_remote))
                 self.locality.setdefault(p.pid, deque(maxlen=HISTORY)).append(local)
         for pid, values in self.history.items():
             if pid not in seen:
@@ -113,11 +118,11 @@ def pages_bar(by_node: dict[int, int] | None, width: int) -> str:
     return out[:width].ljust(width, out[-1:] or " ")
 
 
-def _pct(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.0f}" if whole else "-"
+def _local_pct(remote_fraction: float, events: int) -> str:
+    return f"{100 * (1 - remote_fraction):.0f}" if events else "-"
 
 
-def _sort_key(sort: str):  # noqa: ANN202
+def _sort_key(sort: str) -> Callable[[ProcessSample], Any]:
     if sort == "remote":
         return lambda p: (-(p.numa.alloc_remote + (p.numa.hint_remote or 0)), p.pid)
     if sort == "xnode":
@@ -136,20 +141,7 @@ class Context:
     generation: int | None = None
     advisor: str | None = None
     rules: dict[int, str] = field(default_factory=dict)  # pid -> rule name
-    rule_cpus: dict[int, set[int]] = field(default_factory=dict)  # pid -> the rule's CPUs
     tiers: dict[int, int | None] = field(default_factory=dict)
-
-
-def violations(pid: int, cpus: set[int] | None) -> int:
-    """Threads of a process whose CPU mask lets them run outside their rule's CPUs."""
-    if not cpus:
-        return 0
-    count = 0
-    for tid in procfs.thread_ids(pid):
-        with contextlib.suppress(OSError):
-            if not os.sched_getaffinity(tid) <= cpus:
-                count += 1
-    return count
 
 
 def header(snap: Snapshot, ctx: Context, state: TopState) -> Text:
@@ -164,10 +156,9 @@ def header(snap: Snapshot, ctx: Context, state: TopState) -> Text:
     text.append("  " + " ".join(flags) + "\n", style="yellow" if state.paused else "")
     parts = []
     for node in snap.nodes:
-        free = kernel_nodes.memory_mb(node.id, key="MemFree")
         tier = ctx.tiers.get(node.id)
-        parts.append(f"n{node.id}{'' if node.cpus else '*'} t{tier if tier is not None else '-'} "
-                     f"{human((free or 0) * 1024 * 1024)}B free")
+        free = f"{human(node.free_mb * 1024 * 1024)}B" if node.free_mb is not None else "?"
+        parts.append(f"n{node.id}{'' if node.cpus else '*'} t{tier if tier is not None else '-'} {free} free")
     legend = "   (* no CPUs)" if any(not node.cpus for node in snap.nodes) else ""
     text.append("nodes " + " | ".join(parts) + legend + "\n")
     policy = f"gen {ctx.generation} by {ctx.advisor}" if ctx.advisor else "no policy in force"
@@ -197,23 +188,22 @@ def render(snap: Snapshot, ctx: Context, state: TopState, width: int = 80, heigh
     state.selected_pid = rows[state.selected].pid if rows else None
     table = Table(box=None, padding=(0, 1), pad_edge=False, expand=False, header_style="bold reverse")
     bar = max(min(width - 68, 20), 6)
-    for name, justify in (("PID", "right"), ("COMM", "left"), ("RULE", "left"), ("FLT/s R/W", "right"),
-                          ("AL%", "right"), ("HL%", "right"), ("PAGES/node", "left"), ("XN/s", "right"),
-                          ("GPU/s", "right"), ("VIO", "right")):
-        table.add_column(name, justify=justify, no_wrap=True, overflow="crop")
+    for name in COLUMNS:
+        table.add_column(name, justify="left" if name in LEFT else "right", no_wrap=True, overflow="crop")
     for index, p in enumerate(rows):
         allocs = p.numa.alloc_local + p.numa.alloc_remote
         hints = (p.numa.hint_local or 0) + (p.numa.hint_remote or 0)
+        hint_remote = metrics.remote_hint_fraction(p.numa.hint_local or 0, p.numa.hint_remote or 0)
         gpu_calls = sum(p.gpu.calls.values())
         gpu_bytes = sum(p.gpu.bytes.values())
         table.add_row(
             str(p.pid), safe(p.comm, 12), safe(ctx.rules.get(p.pid, "-"), 10),
             f"{human(p.faults.read / seconds)}/{human(p.faults.write / seconds)}",
-            _pct(p.numa.alloc_local, allocs),
-            _pct(p.numa.hint_local or 0, hints) if p.numa.hint_local is not None else "-",
+            _local_pct(metrics.remote_alloc_fraction(p.numa.alloc_local, p.numa.alloc_remote), allocs),
+            _local_pct(hint_remote, hints) if p.numa.hint_local is not None else "-",
             pages_bar(p.resident_by_node, bar), human(p.cpu_migrations.cross_node / seconds),
             f"{human(gpu_calls / seconds)}" + (f" {human(gpu_bytes / seconds)}B" if gpu_bytes else ""),
-            str(violations(p.pid, ctx.rule_cpus.get(p.pid))),
+            str(p.threads_off_rule or 0),
             style="reverse" if index == state.selected else "",
         )
     spark = Text()
@@ -231,34 +221,12 @@ def render(snap: Snapshot, ctx: Context, state: TopState, width: int = 80, heigh
     return Group(header(snap, ctx, state), table, spark, keys)
 
 
-def context(state_dir, inventory_tiers: dict[int, int | None], pids: list[int]) -> Context:  # noqa: ANN001
-    from llamas_ebpf.policy import compile as policy_compile
-    from llamas_ebpf.policy.state import PolicyState
-
-    ctx = Context(tiers=inventory_tiers)
-    with contextlib.suppress(Exception):
-        state = PolicyState.load(state_dir)
-        ctx.generation, ctx.advisor = state.generation, state.advisor
-        doc = state.document
-        if doc is not None:
-            for pid in pids:
-                index = policy_compile.rule_for(doc, pid)
-                if index is not None:
-                    rule = doc.rules[index]
-                    ctx.rules[pid] = rule.name
-                    if rule.cpu is not None:
-                        cpus = rule.cpu.cpus if rule.cpu.cpus is not None else [
-                            c for n in rule.cpu.nodes or [] for c in kernel_nodes.node_cpus(n)]
-                        ctx.rule_cpus[pid] = set(cpus)  # type: ignore[arg-type]
-    return ctx
-
-
 class Keys:
     """Single keys from the terminal, without echo, while the view runs."""
 
     def __init__(self) -> None:
         self.fd = sys.stdin.fileno() if sys.stdin.isatty() else None
-        self.saved = None
+        self.saved: list[Any] | None = None
 
     def __enter__(self) -> Keys:
         if self.fd is not None:
@@ -290,26 +258,3 @@ class Keys:
                 keys.append(data[i])
                 i += 1
         return keys
-
-
-def run_live(sensor, interval: float, make_context, console: Console) -> None:  # noqa: ANN001
-    state = TopState()
-    snap = sensor.collect()
-    with Keys() as keys, Live(console=console, screen=True, auto_refresh=False) as live:
-        deadline = time.monotonic() + interval
-        while not state.quit:
-            for key in keys.read(max(deadline - time.monotonic(), 0.0) if not state.typing_filter else 0.2):
-                state.key(key)
-            if time.monotonic() >= deadline:
-                deadline = time.monotonic() + interval
-                fresh = sensor.collect()
-                if not state.paused:
-                    snap = fresh
-                    state.remember(snap)
-            size = console.size
-            ctx = make_context([p.pid for p in snap.processes[:size.height]])
-            live.update(render(snap, ctx, state, size.width, size.height), refresh=True)
-
-
-def first_rows(processes: list[ProcessSample], n: int) -> list[int]:
-    return [p.pid for p in processes[:n]]

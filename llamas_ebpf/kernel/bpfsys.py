@@ -37,7 +37,10 @@ _RETURN_ZERO = struct.pack("<BBhi", 0xB7, 0, 0, 0) + struct.pack("<BBhi", 0x95, 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
-def _bpf(cmd: int, attr: ctypes.Array) -> int:
+Buffer = ctypes.Array[ctypes.c_char]  # what ctypes.create_string_buffer makes
+
+
+def _bpf(cmd: int, attr: Buffer) -> int:
     nr = _SYS_BPF.get(platform.machine())
     if nr is None:
         raise OSError(errno.ENOSYS, f"bpf(2) number unknown on {platform.machine()}")
@@ -46,7 +49,7 @@ def _bpf(cmd: int, attr: ctypes.Array) -> int:
     if rc < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
-    return rc
+    return int(rc)
 
 
 @dataclass(frozen=True)
@@ -159,11 +162,11 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, 
     attr = ctypes.create_string_buffer(72)
     struct.pack_into("<IIIII", attr, 0, map_type, key_size, value_size, max_entries, 0)
     name_bytes = name.encode()[:15]
-    attr[28 : 28 + len(name_bytes)] = name_bytes
+    ctypes.memmove(ctypes.addressof(attr) + 28, name_bytes, len(name_bytes))
     return _bpf(BPF_MAP_CREATE, attr)
 
 
-def _path_attr(path: Path, fd: int = 0) -> tuple[ctypes.Array, ctypes.Array]:
+def _path_attr(path: Path, fd: int = 0) -> tuple[Buffer, Buffer]:
     encoded = ctypes.create_string_buffer(str(path).encode())
     attr = ctypes.create_string_buffer(16)
     struct.pack_into("<QI", attr, 0, ctypes.addressof(encoded), fd)
@@ -180,7 +183,7 @@ def obj_get(path: Path) -> int:
     return _bpf(BPF_OBJ_GET, attr)
 
 
-def _elem_attr(fd: int, key: bytes, value: ctypes.Array | None, flags: int = 0) -> tuple:
+def _elem_attr(fd: int, key: bytes, value: Buffer | None, flags: int = 0) -> tuple[Buffer, Buffer]:
     key_buf = ctypes.create_string_buffer(key, len(key))
     attr = ctypes.create_string_buffer(32)
     struct.pack_into("<IIQQQ", attr, 0, fd, 0, ctypes.addressof(key_buf),
@@ -194,27 +197,26 @@ def map_update(fd: int, key: bytes, value: bytes) -> None:
     _bpf(BPF_MAP_UPDATE_ELEM, attr)
 
 
-def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
-    value_buf = ctypes.create_string_buffer(value_size)
-    attr, _keep = _elem_attr(fd, key, value_buf)
+def _found(cmd: int, attr: Buffer) -> bool:
+    """bpf(cmd); False where the key (or a next key) does not exist."""
     try:
-        _bpf(BPF_MAP_LOOKUP_ELEM, attr)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
-    return value_buf.raw
-
-
-def map_delete(fd: int, key: bytes) -> bool:
-    attr, _keep = _elem_attr(fd, key, None)
-    try:
-        _bpf(BPF_MAP_DELETE_ELEM, attr)
+        _bpf(cmd, attr)
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             return False
         raise
     return True
+
+
+def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
+    value_buf = ctypes.create_string_buffer(value_size)
+    attr, _keep = _elem_attr(fd, key, value_buf)
+    return value_buf.raw if _found(BPF_MAP_LOOKUP_ELEM, attr) else None
+
+
+def map_delete(fd: int, key: bytes) -> bool:
+    attr, _keep = _elem_attr(fd, key, None)
+    return _found(BPF_MAP_DELETE_ELEM, attr)
 
 
 def map_keys(fd: int, key_size: int) -> list[bytes]:
@@ -225,11 +227,7 @@ def map_keys(fd: int, key_size: int) -> list[bytes]:
         attr, _keep = _elem_attr(fd, previous if previous is not None else b"", next_buf)
         if previous is None:
             struct.pack_into("<Q", attr, 8, 0)  # no key: start from the first
-        try:
-            _bpf(BPF_MAP_GET_NEXT_KEY, attr)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                return keys
-            raise
+        if not _found(BPF_MAP_GET_NEXT_KEY, attr):
+            return keys
         previous = next_buf.raw
         keys.append(previous)

@@ -29,7 +29,8 @@ def format(ids: list[int] | set[int]) -> str:
     """The inverse of parse: sorted, with runs folded ("0-3,8")."""
     ordered = sorted(set(ids))
     runs: list[str] = []
-    start = prev = None
+    start: int | None = None
+    prev = 0
     for value in ordered:
         if start is None:
             start = prev = value

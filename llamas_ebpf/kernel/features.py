@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from llamas_ebpf.kernel import bpfsys, btf, headers, tracefs
 
@@ -37,8 +38,8 @@ class Capabilities:
     def program(self, prog_type: str) -> Feature:
         return self.program_types.get(prog_type, Feature(False, "not probed"))
 
-    def to_dict(self) -> dict:
-        def f(feature: Feature) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        def f(feature: Feature) -> dict[str, Any]:
             return {"available": feature.available, "reason": feature.reason}
 
         return {

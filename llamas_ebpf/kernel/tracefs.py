@@ -7,7 +7,6 @@ from pathlib import Path
 
 TRACEFS = Path("/sys/kernel/tracing")
 
-_FIELD = re.compile(r"field:(?P<decl>[^;]+);\s*offset:(?P<offset>\d+);\s*size:(?P<size>\d+);")
 _SYMBOLIC = re.compile(r"__print_symbolic\(REC->(?P<field>\w+),(?P<body>(?:\s*\{[^}]*\},?)+)\)")
 _PAIR = re.compile(r"\{\s*(?P<code>-?\d+)\s*,\s*\"(?P<name>[^\"]*)\"\s*\}")
 
@@ -16,25 +15,11 @@ def event_dir(category: str, event: str, root: Path = TRACEFS) -> Path:
     return root / "events" / category / event
 
 
-def event_exists(category: str, event: str, root: Path = TRACEFS) -> bool:
-    return (event_dir(category, event, root) / "format").exists()
-
-
 def list_events(category: str, root: Path = TRACEFS) -> list[str]:
     base = root / "events" / category
     if not base.is_dir():
         return []
     return sorted(p.name for p in base.iterdir() if (p / "format").exists())
-
-
-def field_names(category: str, event: str, root: Path = TRACEFS) -> list[str]:
-    text = (event_dir(category, event, root) / "format").read_text()
-    names = []
-    for match in _FIELD.finditer(text):
-        name = match.group("decl").split()[-1].split("[")[0]
-        if not name.startswith("common_"):
-            names.append(name)
-    return names
 
 
 def symbolic_values(category: str, event: str, field: str, root: Path = TRACEFS) -> dict[int, str]:

@@ -18,7 +18,7 @@ def compile_rule(rule: Rule, host: HostFacts) -> CompiledRule:
     gpu_node = host.gpu_nodes[rule.gpu.device] if rule.gpu is not None else None
     cpus: list[int] = []
     if rule.cpu is not None:
-        cpus = rule.cpu.cpus or sorted(c for n in rule.cpu.nodes or [] for c in host.node_cpus[n])
+        cpus = rule.cpu.cpu_ids or sorted(c for n in rule.cpu.nodes or [] for c in host.node_cpus[n])
     elif gpu_node is not None:
         cpus = host.node_cpus.get(gpu_node, [])  # "resolves to the GPU's NUMA node"
     home, demote, hot = -1, -1, 0

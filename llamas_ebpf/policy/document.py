@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llamas_ebpf import bpf_headers
 from llamas_ebpf.kernel import cpulist
 
 SCHEMA = "llamas.policy/v1"
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema" / "policy-v1.json"
-MAX_RULES = 1024  # the schema's own cap; a host's guardrail is usually far lower
-MAX_CPUS = 256  # CPU ids the kernel side can hold in a rule's mask (bpf/enforce.c)
-MAX_NODE = 15  # node ids the kernel side can name (LLAMAS_MAX_NODES - 1)
+# what the kernel side can hold, read from bpf/*.h
+MAX_RULES = bpf_headers.define("llamas_policy.h", "MAX_RULES")  # a host's guardrail is usually far lower
+MAX_CPUS = 64 * bpf_headers.define("llamas_policy.h", "RULE_MASK_WORDS")  # CPU ids a rule's mask holds
+MAX_NODE = bpf_headers.define("llamas.h", "LLAMAS_MAX_NODES") - 1  # node ids the kernel side can name
 
 NodeId = Annotated[int, Field(ge=0, le=MAX_NODE)]
 RuleName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
@@ -71,6 +73,12 @@ class CpuSpec(_Strict):
     def _one(self) -> CpuSpec:
         _exactly_one(self, ("nodes", "cpus"))
         return self
+
+    @property
+    def cpu_ids(self) -> list[int]:
+        """`cpus` as ids (the validator parsed a string form); [] when given by nodes."""
+        assert not isinstance(self.cpus, str)
+        return self.cpus or []
 
     @field_validator("cpus")
     @classmethod
@@ -143,7 +151,7 @@ class PolicyDocument(_Strict):
         return self.model_dump_json(by_alias=True, exclude_none=True, indent=2)
 
 
-def json_schema() -> dict:
+def json_schema() -> dict[str, Any]:
     schema = PolicyDocument.model_json_schema(by_alias=True)
     schema["$id"] = "https://llamas-ebpf.invalid/schema/policy-v1.json"
     schema["title"] = "llamas.policy/v1"

@@ -1,5 +1,6 @@
 """The pinned policy maps under /sys/fs/bpf/llamas, shared by `llamas policy` (which writes them)
-and bpf/enforce.c (which reads them in the kernel). Layouts mirror bpf/llamas_policy.h.
+and bpf/enforce.c (which reads them in the kernel). The numbers and layouts are read from
+bpf/llamas_policy.h itself (llamas_ebpf/bpf_headers.py).
 
 Two slots hold two generations; the kernel side reads only the slot named in ctl[CTL_SLOT].
 A new generation is written whole into the idle slot and then switched in with one 4-byte
@@ -14,27 +15,31 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from llamas_ebpf import bpf_headers
 from llamas_ebpf.kernel import bpfsys
 
-MAX_RULES = 1024
-NO_POLICY = 0xFFFFFFFF
-CTL_SLOT, CTL_EPOCH, CTL_FLAGS = 0, 1, 2
-CTL_ENTRIES = 4
-FLAG_EXE_RULES = 1
-RULE_CPU, RULE_MEMORY = 1, 2
-RULE_FORMAT = struct.Struct("<4QiiII")  # cpumask[4], home_node, demote_node, hot_faults, flags
-COMM_KEY = struct.Struct("<I16s")
-TGID_KEY = struct.Struct("<II")
-CGROUP_KEY = struct.Struct("<IIQ")
+HEADER = "llamas_policy.h"
+_H = bpf_headers.defines(HEADER)
+MAX_RULES = _H["MAX_RULES"]
+NO_POLICY = _H["NO_POLICY"]
+CTL_SLOT, CTL_EPOCH, CTL_FLAGS = _H["CTL_SLOT"], _H["CTL_EPOCH"], _H["CTL_FLAGS"]
+CTL_ENTRIES = _H["CTL_ENTRIES"]
+FLAG_EXE_RULES = _H["FLAG_EXE_RULES"]
+RULE_CPU, RULE_MEMORY = _H["RULE_CPU"], _H["RULE_MEMORY"]
+MASK_WORDS = _H["RULE_MASK_WORDS"]
+RULE_FORMAT = bpf_headers.layout(HEADER, "rule_value")  # cpumask[], home_node, demote_node, hot_faults, flags
+COMM_KEY = bpf_headers.layout(HEADER, "comm_key")
+TGID_KEY = bpf_headers.layout(HEADER, "tgid_key")
+CGROUP_KEY = bpf_headers.layout(HEADER, "cgroup_key")
 U32 = struct.Struct("<I")
 
-# name -> (type, key size, value size, entries)
+# name -> (type, key size, value size, entries), as bpf/enforce.c declares them
 LAYOUT = {
     "ctl": (bpfsys.MAP_ARRAY, 4, 4, CTL_ENTRIES),
     "rules": (bpfsys.MAP_ARRAY, 4, RULE_FORMAT.size, 2 * MAX_RULES),
-    "comm_rule": (bpfsys.MAP_HASH, COMM_KEY.size, 4, 4096),
-    "tgid_rule": (bpfsys.MAP_HASH, TGID_KEY.size, 4, 65536),
-    "cgroup_rule": (bpfsys.MAP_HASH, CGROUP_KEY.size, 4, 1024),
+    "comm_rule": (bpfsys.MAP_HASH, COMM_KEY.size, 4, _H["COMM_RULE_ENTRIES"]),
+    "tgid_rule": (bpfsys.MAP_HASH, TGID_KEY.size, 4, _H["TGID_RULE_ENTRIES"]),
+    "cgroup_rule": (bpfsys.MAP_HASH, CGROUP_KEY.size, 4, _H["CGROUP_RULE_ENTRIES"]),
 }
 
 
@@ -46,7 +51,7 @@ class CompiledRule:
     hot_faults: int
 
     def pack(self) -> bytes:
-        mask = [0, 0, 0, 0]
+        mask = [0] * MASK_WORDS
         for cpu in self.cpus:
             mask[cpu // 64] |= 1 << (cpu % 64)
         flags = (RULE_CPU if self.cpus else 0) | (RULE_MEMORY if self.home_node >= 0 else 0)

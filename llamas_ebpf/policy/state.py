@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llamas_ebpf.policy.document import PolicyDocument
 
@@ -75,7 +76,7 @@ class AuditLog:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "audit.jsonl"
 
-    def append(self, event: str, **fields: object) -> dict:
+    def append(self, event: str, **fields: object) -> dict[str, Any]:
         entry = {"time": time.time(), "event": event, **fields}
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(self.path, "a") as out:
@@ -84,7 +85,7 @@ class AuditLog:
             os.fsync(out.fileno())
         return entry
 
-    def entries(self) -> list[dict]:
+    def entries(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]

@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -79,8 +80,8 @@ def _depth(text: str) -> int:
     return deepest
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
-    result: dict = {}
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
             raise ValueError(f"duplicate key '{key}'")
@@ -103,7 +104,7 @@ def parse(raw: bytes) -> tuple[object | None, list[str]]:
         return None, [f"document: not JSON: {exc}"]
 
 
-def _path(loc: tuple) -> str:
+def _path(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in loc) or "document"
 
 
@@ -149,7 +150,7 @@ def check_host(doc: PolicyDocument, host: HostFacts, guard: Guardrails) -> list[
                     errors.append(f"{at}.cpu.nodes: node {node} does not exist")
                 elif not host.node_cpus[node]:
                     errors.append(f"{at}.cpu.nodes: node {node} has no CPUs, never an affinity target")
-            missing = sorted(set(rule.cpu.cpus or []) - online)
+            missing = sorted(set(rule.cpu.cpu_ids) - online)
             if missing:
                 errors.append(f"{at}.cpu.cpus: CPUs {missing} are not online here")
         if rule.memory is not None:

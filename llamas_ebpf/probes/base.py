@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import operator
 import os
+import re
 import struct
 import tempfile
 from abc import ABC, abstractmethod
@@ -20,18 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from llamas_ebpf import bpf_headers
 from llamas_ebpf.kernel import bpfsys, procfs
 from llamas_ebpf.kernel.features import Capabilities
 from llamas_ebpf.kernel.nodes import PfnRange
 from llamas_ebpf.snapshot import ProbeHealth, ProcessSample
 
-# bpf/llamas.h, mirrored: the limits and the slots of each program's `health` array.
-MAX_NODES = 16  # LLAMAS_MAX_NODES
-REGION_SHIFT = 21  # LLAMAS_REGION_SHIFT: 2 MiB regions
-HEALTH_SLOTS = 5
-HEALTH_PROC_INSERTS, HEALTH_PROC_FULL, HEALTH_REGION_INSERTS, HEALTH_REGION_FULL, HEALTH_DROPS = (
-    range(HEALTH_SLOTS)
-)
+# bpf/llamas.h, read from the header: the limits and the slots of each program's `health` array.
+_H = bpf_headers.defines("llamas.h")
+MAX_NODES = _H["LLAMAS_MAX_NODES"]
+REGION_SHIFT = _H["LLAMAS_REGION_SHIFT"]  # 2 MiB regions
+HEALTH_SLOTS = _H["HEALTH_SLOTS"]
+HEALTH_PROC_INSERTS, HEALTH_PROC_FULL = _H["HEALTH_PROC_INSERTS"], _H["HEALTH_PROC_FULL"]
+HEALTH_REGION_INSERTS, HEALTH_REGION_FULL = _H["HEALTH_REGION_INSERTS"], _H["HEALTH_REGION_FULL"]
+HEALTH_DROPS = _H["HEALTH_DROPS"]
 
 
 @dataclass(frozen=True)
@@ -122,11 +125,21 @@ class Probe(ABC):
         self.owns_bpf = True  # False while the object is the sensor's bundle, shared
         self.programs: set[str] | None = None  # this probe's functions in a shared object
         self.caps: Capabilities | None = None
-        self._health_prev: dict[str, int] = {}
+        self.health_counters: HealthCounters | None = None
 
     @property
     def health_map(self) -> str:
         return f"{self.name}_health"
+
+    def per_process(self, table: str, regions: str | None = None) -> CounterMap:
+        """The probe's per-process counter map (keys lead with the tgid or tid), and its health
+        counted against it: map-full events and LRU evictions (and those of its per-region map)."""
+        proc_map = CounterMap(self.bpf[table], owner=lambda k: k[0])
+        maps = {HEALTH_PROC_INSERTS: proc_map}
+        if regions is not None:
+            maps[HEALTH_REGION_INSERTS] = CounterMap(self.bpf[regions], owner=lambda k: k[0])
+        self.health_counters = HealthCounters(self.bpf[self.health_map], maps)
+        return proc_map
 
     def attach(self, caps: Capabilities, tried: str = "") -> ProbeHealth:
         """Compile, load and attach alone, through the chain. `tried`: why the shared build did
@@ -149,8 +162,8 @@ class Probe(ABC):
 
     def loaded(self, method: str, position: int, reasons: list[str]) -> ProbeHealth:
         self.method = method
-        status = "ok" if position == 0 else "fallback"
-        return ProbeHealth(name=self.name, method=method, status=status, reason="; ".join(reasons))
+        return ProbeHealth(name=self.name, method=method, status="ok" if position == 0 else "fallback",
+                           reason="; ".join(reasons))
 
     def prepare(self, caps: Capabilities) -> None:
         """Take from the capabilities what source() and bind() need, before either runs."""
@@ -187,7 +200,7 @@ class Probe(ABC):
         reads is then in the map but not yet in the insert count, never the other way round,
         which would look like an eviction.
         """
-        counters: HealthCounters | None = getattr(self, "health_counters", None)
+        counters = self.health_counters
         totals = counters.totals() if counters is not None else None
         self.collect(out)
         return counters.read(totals) if counters is not None and totals is not None else (0, 0)
@@ -234,19 +247,63 @@ def _captured_stderr() -> Iterator[Callable[[], str]]:
             os.close(saved)
 
 
+_DIRECTIVE = re.compile(r"^LLAMAS_(HEALTH|LOOKUP_OR_INIT)\((.*)\);\s*$")
+
+
+def _health(probe: str) -> str:
+    return (f"BPF_PERCPU_ARRAY({probe}_health, u64, HEALTH_SLOTS); "
+            f"static __always_inline void {probe}_health_inc(int slot) "
+            f"{{ u64 *v = {probe}_health.lookup(&slot); if (v) (*v)++; }}")
+
+
+def _lookup_or_init(table: str, key: str, value: str, probe: str, kind: str) -> str:
+    if kind not in ("PROC", "REGION"):
+        raise ValueError(f"LLAMAS_LOOKUP_OR_INIT: {kind} is neither PROC nor REGION")
+    return (f"static __always_inline {value} *{table}_get({key} *key) "
+            f"{{ {value} *v = {table}.lookup(key); if (v) return v; {value} zero = {{}}; "
+            f"v = {table}.lookup_or_try_init(key, &zero); "
+            f"{probe}_health_inc(v ? HEALTH_{kind}_INSERTS : HEALTH_{kind}_FULL); return v; }}")
+
+
+def expand_source(text: str) -> str:
+    """A bpf/*.c text with its LLAMAS_HEALTH and LLAMAS_LOOKUP_OR_INIT lines written out
+    (bpf/llamas.h says why they are not C macros), each on its own line, so clang's line numbers
+    stay those of the file."""
+    lines = text.split("\n")
+    for number, line in enumerate(lines):
+        match = _DIRECTIVE.match(line)
+        if match is None:
+            continue
+        args = [a.strip() for a in match.group(2).split(",")]
+        if match.group(1) == "HEALTH" and len(args) == 1:
+            lines[number] = _health(args[0])
+        elif match.group(1) == "LOOKUP_OR_INIT" and len(args) == 5:
+            lines[number] = _lookup_or_init(*args)
+        else:
+            raise ValueError(f"line {number + 1}: {line.strip()}: wrong number of arguments")
+    return "\n".join(lines)
+
+
+def bpf_source(bpf_dir: Path, file: str) -> str:
+    """bpf/<file> as BCC is to compile it."""
+    return expand_source((bpf_dir / file).read_text())
+
+
+# clang flags for every program: an unused variable is an error (the helpers once drifted)
+CFLAGS = ("-Wunused-variable", "-Werror=unused-variable")
+
+
 def compile_bpf(bpf_dir: Path, source: str | None, cflags: list[str] | None = None,
                 text: str | None = None, **attach: Any) -> Any:
-    """Compile and load bpf/<source>, or `text` (which may include bpf/'s headers), through BCC.
-    Errors carry clang's first error line."""
+    """Compile and load bpf/<source>, or `text` (already expanded; it may include bpf/'s
+    headers), through BCC. Errors carry clang's first error line."""
     from bcc import BPF  # Debian's python3-bpfcc; imported late so unit tests run without it
 
-    flags = [f"-I{bpf_dir}", *(cflags or [])]
-    where: dict[str, bytes] = (
-        {"text": text.encode()} if text is not None else {"src_file": str(bpf_dir / str(source)).encode()}
-    )
+    flags = [f"-I{bpf_dir}", *CFLAGS, *(cflags or [])]
+    body = text if text is not None else f'#line 1 "{source}"\n' + bpf_source(bpf_dir, str(source))
     with _captured_stderr() as stderr:
         try:
-            return BPF(cflags=flags, **where, **attach)
+            return BPF(text=body.encode(), cflags=flags, **attach)
         except Exception as exc:
             errors = [line for line in stderr().splitlines() if "error:" in line]
             detail = f" ({errors[0].strip()})" if errors else ""

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from llamas_ebpf.kernel.features import Capabilities
-from llamas_ebpf.probes.base import Probe, ProgramSource, compile_bpf, one_line, plan, program_name
+from llamas_ebpf.probes.base import (
+    Probe,
+    ProgramSource,
+    bpf_source,
+    compile_bpf,
+    one_line,
+    plan,
+    program_name,
+)
 from llamas_ebpf.snapshot import ProbeHealth
 
 # The programs BCC loads and attaches by itself, named by its macros (helpers.h); the kfunc
@@ -74,7 +82,7 @@ def part_text(bpf_dir: Path, part: Part) -> str:
     macros = [d.split("=", 1) for d in part.source.defines]
     lines = [f"/* ---- {part.source.file}: the {part.probe.name} probe, {part.method} ---- */"]
     lines += [f"#define {name} {value[0] if value else ''}".rstrip() for name, *value in macros]
-    lines.append((bpf_dir / part.source.file).read_text())
+    lines.append(bpf_source(bpf_dir, part.source.file))
     lines += [f"#undef {name}" for name, *_ in macros]
     return "\n".join(lines)
 

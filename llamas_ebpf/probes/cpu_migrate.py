@@ -9,16 +9,7 @@ from __future__ import annotations
 import ctypes
 
 from llamas_ebpf.kernel import procfs
-from llamas_ebpf.probes.base import (
-    HEALTH_PROC_INSERTS,
-    AttachMethod,
-    CounterMap,
-    HealthCounters,
-    Probe,
-    ProgramSource,
-    SnapshotBuilder,
-    needs_program,
-)
+from llamas_ebpf.probes.base import AttachMethod, Probe, ProgramSource, SnapshotBuilder, needs_program
 
 
 class CpuMigrateProbe(Probe):
@@ -34,10 +25,7 @@ class CpuMigrateProbe(Probe):
         table = self.bpf["cpu_node"]
         for cpu, node in self.options.cpu_to_node.items():
             table[ctypes.c_int(cpu)] = ctypes.c_uint32(node + 1)  # 0 means unset
-        self.thread_map = CounterMap(self.bpf["thread_migrations"], owner=lambda k: k[0])
-        self.health_counters = HealthCounters(
-            self.bpf[self.health_map], {HEALTH_PROC_INSERTS: self.thread_map}
-        )
+        self.thread_map = self.per_process("thread_migrations")
         self._tgids: dict[int, int] = {}
 
     def _tgid(self, tid: int) -> int | None:

@@ -11,15 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamas_ebpf.kernel.features import Capabilities
-from llamas_ebpf.probes.base import (
-    HEALTH_PROC_INSERTS,
-    AttachMethod,
-    CounterMap,
-    HealthCounters,
-    Probe,
-    ProgramSource,
-    SnapshotBuilder,
-)
+from llamas_ebpf.probes.base import AttachMethod, Probe, ProgramSource, SnapshotBuilder
 
 LIBRARY = "libcuda.so.1"
 
@@ -107,8 +99,7 @@ class CudaProbe(Probe):
                 self.bpf.attach_uretprobe(name=lib, sym=symbol.name.encode(), fn_name=b"alloc_return")
         self.library = library
         self.attached = [s.name for _, s in present]
-        self.proc_map = CounterMap(self.bpf["gpu_calls"], owner=lambda k: k[0])
-        self.health_counters = HealthCounters(self.bpf[self.health_map], {HEALTH_PROC_INSERTS: self.proc_map})
+        self.proc_map = self.per_process("gpu_calls")
 
     def collect(self, out: SnapshotBuilder) -> None:
         for (pid, event), (calls, nbytes) in self.proc_map.read(out.alive).items():

@@ -7,12 +7,10 @@ import ctypes
 import struct
 
 from llamas_ebpf.probes.base import (
-    HEALTH_PROC_INSERTS,
     HEALTH_REGION_INSERTS,
     REGION_SHIFT,
     AttachMethod,
     CounterMap,
-    HealthCounters,
     Probe,
     ProgramSource,
     SnapshotBuilder,
@@ -47,14 +45,10 @@ class FaultsProbe(Probe):
                 self.bpf["watched_tgids"][ctypes.c_uint32(pid)] = one
             for cgid in self.options.cgroup_ids:
                 self.bpf["watched_cgroups"][ctypes.c_uint64(cgid)] = one
-        self.proc_map = CounterMap(self.bpf["proc_faults"], owner=lambda k: k[0])
+        self.proc_map = self.per_process("proc_faults", regions="regions" if self.options.filtered else None)
         self.node_map = CounterMap(self.bpf["node_faults"], owner=None)
-        maps = {HEALTH_PROC_INSERTS: self.proc_map}
-        self.region_map: CounterMap | None = None
-        if self.options.filtered:
-            self.region_map = CounterMap(self.bpf["regions"], owner=lambda k: k[0])
-            maps[HEALTH_REGION_INSERTS] = self.region_map
-        self.health_counters = HealthCounters(self.bpf[self.health_map], maps)
+        assert self.health_counters is not None
+        self.region_map = self.health_counters.maps.get(HEALTH_REGION_INSERTS)
 
     def collect(self, out: SnapshotBuilder) -> None:
         comm_table = self.bpf["comms"]

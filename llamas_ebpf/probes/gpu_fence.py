@@ -4,15 +4,7 @@
 from __future__ import annotations
 
 from llamas_ebpf.kernel.features import Capabilities
-from llamas_ebpf.probes.base import (
-    HEALTH_PROC_INSERTS,
-    AttachMethod,
-    CounterMap,
-    HealthCounters,
-    Probe,
-    ProgramSource,
-    SnapshotBuilder,
-)
+from llamas_ebpf.probes.base import AttachMethod, Probe, ProgramSource, SnapshotBuilder
 
 MAX_EVENTS = 12  # handlers on_event_0 .. on_event_11 in bpf/gpu_fence.c
 _WANTED = (
@@ -52,8 +44,7 @@ class GpuFenceProbe(Probe):
     def bind(self, method: str) -> None:
         for index, event in enumerate(self.events):
             self.bpf.attach_tracepoint(tp=event.encode(), fn_name=f"on_event_{index}".encode())
-        self.proc_map = CounterMap(self.bpf["fence_events"], owner=lambda k: k[0])
-        self.health_counters = HealthCounters(self.bpf[self.health_map], {HEALTH_PROC_INSERTS: self.proc_map})
+        self.proc_map = self.per_process("fence_events")
 
     def collect(self, out: SnapshotBuilder) -> None:
         for (pid, event), (calls, _bytes) in self.proc_map.read(out.alive).items():

@@ -6,11 +6,9 @@ from __future__ import annotations
 import ctypes
 
 from llamas_ebpf.probes.base import (
-    HEALTH_PROC_INSERTS,
     MAX_NODES,
     AttachMethod,
     CounterMap,
-    HealthCounters,
     Probe,
     ProgramSource,
     SnapshotBuilder,
@@ -37,9 +35,8 @@ class NumaAllocProbe(Probe):
         for index, pfn_range in enumerate(self.options.pfn_ranges):
             leaf = table.Leaf(pfn_range.start, pfn_range.end, pfn_range.node, 1)
             table[ctypes.c_int(index)] = leaf
-        self.proc_map = CounterMap(self.bpf["proc_allocs"], owner=lambda k: k[0])
+        self.proc_map = self.per_process("proc_allocs")
         self.matrix_map = CounterMap(self.bpf["alloc_matrix"], owner=None)
-        self.health_counters = HealthCounters(self.bpf[self.health_map], {HEALTH_PROC_INSERTS: self.proc_map})
 
     def collect(self, out: SnapshotBuilder) -> None:
         for (pid,), values in self.proc_map.read(out.alive).items():

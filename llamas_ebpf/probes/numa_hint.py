@@ -9,11 +9,9 @@ local/remote split from /proc/vmstat, host-wide only; per-process hint counts ar
 from __future__ import annotations
 
 from llamas_ebpf.probes.base import (
-    HEALTH_PROC_INSERTS,
     MAX_NODES,
     AttachMethod,
     CounterMap,
-    HealthCounters,
     Probe,
     ProgramSource,
     SnapshotBuilder,
@@ -34,12 +32,9 @@ class NumaHintProbe(Probe):
         return ProgramSource("numa_hint_fentry.c" if method == "fentry" else "numa_hint_sched.c")
 
     def bind(self, method: str) -> None:
+        self.proc_map = self.per_process("proc_hints" if method == "fentry" else "proc_moves")
         if method == "fentry":
-            self.proc_map = CounterMap(self.bpf["proc_hints"], owner=lambda k: k[0])
             self.matrix_map = CounterMap(self.bpf["hint_matrix"], owner=None)
-        else:
-            self.proc_map = CounterMap(self.bpf["proc_moves"], owner=lambda k: k[0])
-        self.health_counters = HealthCounters(self.bpf[self.health_map], {HEALTH_PROC_INSERTS: self.proc_map})
 
     def collect(self, out: SnapshotBuilder) -> None:
         if self.method == "fentry":

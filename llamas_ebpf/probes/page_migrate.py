@@ -4,16 +4,7 @@ tracepoint's format file, so a kernel that renumbers them is read correctly."""
 from __future__ import annotations
 
 from llamas_ebpf.kernel import tracefs
-from llamas_ebpf.probes.base import (
-    HEALTH_PROC_INSERTS,
-    AttachMethod,
-    CounterMap,
-    HealthCounters,
-    Probe,
-    ProgramSource,
-    SnapshotBuilder,
-    needs_program,
-)
+from llamas_ebpf.probes.base import AttachMethod, Probe, ProgramSource, SnapshotBuilder, needs_program
 
 
 class PageMigrateProbe(Probe):
@@ -27,8 +18,7 @@ class PageMigrateProbe(Probe):
         return ProgramSource("page_migrate.c")
 
     def bind(self, method: str) -> None:
-        self.proc_map = CounterMap(self.bpf["proc_migrations"], owner=lambda k: k[0])
-        self.health_counters = HealthCounters(self.bpf[self.health_map], {HEALTH_PROC_INSERTS: self.proc_map})
+        self.proc_map = self.per_process("proc_migrations")
 
     def reason_name(self, code: int) -> str:
         return self.reasons.get(code, f"reason_{code}")

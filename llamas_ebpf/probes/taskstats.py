@@ -106,7 +106,7 @@ class TaskStatsProbe(Probe):
     chain = (AttachMethod("netlink", _blocker),)
 
     def start(self, method: str) -> None:
-        self.socket = _Client()
+        self.socket: _Client | None = _Client()
         self.saved_delayacct: str | None = None
         if DELAYACCT.exists() and DELAYACCT.read_text().strip() == "0":
             self.saved_delayacct = "0"
@@ -114,6 +114,8 @@ class TaskStatsProbe(Probe):
         self._prev: dict[int, tuple[int, ...]] = {}
 
     def collect(self, out: SnapshotBuilder) -> None:
+        if self.socket is None:
+            return  # closed
         busiest = sorted(out.processes.values(), key=lambda p: p.total_faults, reverse=True)
         current: dict[int, tuple[int, ...]] = {}
         for sample in busiest[: self.options.taskstats_top]:
@@ -140,6 +142,7 @@ class TaskStatsProbe(Probe):
         if socket is not None:
             socket.close()
             self.socket = None
-        if getattr(self, "saved_delayacct", None) is not None:
-            DELAYACCT.write_text(self.saved_delayacct)
+        saved = getattr(self, "saved_delayacct", None)
+        if saved is not None:
+            DELAYACCT.write_text(saved)
             self.saved_delayacct = None

@@ -58,7 +58,7 @@ def _pane(session: str) -> str:
     return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
 
 
-def _wait_for(session: str, predicate, timeout: float = 60.0) -> str:  # noqa: ANN001
+def _wait_for(session: str, predicate, timeout: float = 60.0) -> str:
     deadline = time.monotonic() + timeout
     screen = ""
     while time.monotonic() < deadline:

@@ -43,7 +43,7 @@ def _audit(values: dict) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _run(values: dict, *args: str):  # noqa: ANN202
+def _run(values: dict, *args: str):
     return llamas("run", "--once", "--decide-every", "1", "--devices", str(DEVICES), *args, env=values)
 
 
@@ -106,7 +106,7 @@ def test_invalid_document_gets_one_repair_round_then_is_refused(claude_env, busy
 
 
 def test_errors_are_retried_then_the_answer_is_used(claude_env, busy):
-    values, _config, with_server = claude_env
+    _values, _config, with_server = claude_env
     with MessagesServer([("status", 500), ("status", 429), ("tool", _doc(_pin(busy.pid)))]) as server:
         result = _run(with_server(server), "--advisor", "claude")
     assert result.returncode == 0, result.stderr

@@ -82,7 +82,7 @@ def _boot(boot: str, topology: str, suite: list[str]) -> tuple[subprocess.Comple
 def test_guest_suite(boots, boot, topology, suite):
     result, report, took = boots[boot].result()
     # what failed first, in a line each (a CI log shows only so much), then the guest's output
-    output = "\n".join(_failures(report) + [result.stdout[-6000:], result.stderr[-2000:]])
+    output = "\n".join([*_failures(report), result.stdout[-6000:], result.stderr[-2000:]])
     assert result.returncode == 0, output
     # the root over virtio-fs wherever a virtiofsd would start: 9p made this tier 2-3x longer
     if lab.virtiofs_expected():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from itertools import combinations
 
-from llamas_ebpf.probes.base import ProbeOptions, ProgramSource
+from llamas_ebpf.probes.base import ProbeOptions, ProgramSource, bpf_source
 from llamas_ebpf.probes.bundle import Part, autoloaded_names, part_text
 from llamas_ebpf.probes.faults import FaultsProbe
 from tests.conftest import ROOT
@@ -46,13 +46,13 @@ def test_each_part_has_its_macros_and_drops_them_after():
     lines = text.splitlines()
     assert lines[1:3] == ["#define LLAMAS_RAW", "#define LLAMAS_FILTER"]
     assert lines[-2:] == ["#undef LLAMAS_RAW", "#undef LLAMAS_FILTER"]
-    assert (BPF / "faults.c").read_text() in text
+    assert bpf_source(BPF, "faults.c") in text  # the file as compiled: its LLAMAS_ lines written out
     valued = Part(probe, "m", 0, [], ProgramSource("cuda.c", ("CUDA_HANDLERS=CALL(0) ARG2(3)",)))
     assert "#define CUDA_HANDLERS CALL(0) ARG2(3)" in part_text(BPF, valued).splitlines()
 
 
 def test_probe_sources_define_no_name_twice():
-    defined = {name: _globals((BPF / name).read_text()) for name in PROBE_SOURCES}
+    defined = {name: _globals(bpf_source(BPF, name)) for name in PROBE_SOURCES}
     assert all(defined.values())
     assert "faults_health" in defined["faults.c"] and "tracepoint__kmem__mm_page_alloc" in defined["numa_alloc.c"]
     for a, b in combinations(PROBE_SOURCES, 2):

@@ -1,18 +1,20 @@
-"""`llamas run`: observe, ask an advisor each decision window, validate, apply, measure the effect,
-revert what made things worse.
+"""The controller behind `llamas run`: observe, ask an advisor each decision window, validate,
+apply, measure the effect, revert what made things worse; with no advisor, only keep the policy
+in force (serve the kernel side's requests, sweep, place pages).
 
-The effect of a generation is judged on the metric its rules target, per process taken:
-  remote fraction = remote / all of the window's allocations and hinting faults, when there were
-  at least MIN_EVENTS of them; else the share of its resident pages off the node of the CPU it
-  runs on (numa_maps), which needs no traffic at all.
-Only rules that aim at locality are judged (a cpu set, or a home node that is the node the
-process runs on); a rule that puts memory away from the CPU on purpose (read-mostly data on a
-slower node) has no locality target and is left to the advisor's next window. When the mean over
-a generation's processes is worse than before the decision by more than `revert_threshold` for
-two intervals in a row, the loop rolls back (every page and mask the policy changed goes back)
-and re-applies the previous document, at once, and logs why. A generation is watched for at
-least WATCH_INTERVALS intervals, across decision windows if those are shorter, so that pages
-still moving when the next window begins are judged too; then its effect is logged.
+The effect of a generation is judged on the metric its rules target, per process taken: the
+remote fraction of its allocations and hinting faults, or the off-node share of its resident
+pages when there was too little traffic (metrics.judged_remote_fraction). Only rules that aim at
+locality are judged (a cpu set, or a home node that is the node the process runs on); a rule that
+puts memory away from the CPU on purpose (read-mostly data on a slower node) has no locality
+target and is left to the advisor's next window. When the mean over a generation's processes is
+worse than before the decision by more than `revert_threshold` for two intervals in a row, the
+controller rolls back (every page and mask the policy changed goes back) and re-applies the
+previous document, at once, and logs why. A generation is watched for at least WATCH_INTERVALS
+intervals, across decision windows if those are shorter, so that pages still moving when the
+next window begins are judged too; then its effect is logged.
+
+Everything it knows about processes comes from the Sensor's snapshots: it reads no /proc itself.
 """
 
 from __future__ import annotations
@@ -24,20 +26,19 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
-from llamas_ebpf.advise.base import Advice, AdvisorInput
-from llamas_ebpf.advise.summary import WindowSummary, summarize
+from llamas_ebpf.advise.base import Advice, Advisor, AdvisorInput
+from llamas_ebpf.advise.summary import ProcSummary, WindowSummary, summarize
 from llamas_ebpf.devices.inventory import Inventory
-from llamas_ebpf.enforce import Controller, Enforcer
-from llamas_ebpf.kernel import mempolicy, procfs
+from llamas_ebpf.enforce import Enforcer, RequestServer
 from llamas_ebpf.policy import compile as policy_compile
 from llamas_ebpf.policy.document import PolicyDocument
 from llamas_ebpf.policy.state import diff, digest
 from llamas_ebpf.policy.validate import validate
+from llamas_ebpf.sense import Sensor, paced
 from llamas_ebpf.snapshot import Snapshot
 
-MIN_EVENTS = 256
 RECENT = 10  # decisions the advisor sees
 WATCH_INTERVALS = 10  # snapshots a generation is judged on at least
 
@@ -81,76 +82,68 @@ def judged_pids(doc: PolicyDocument, taken: dict[int, int], cpu_node: dict[int, 
     return out
 
 
-def remote_fraction(pid: int, snaps: list[Snapshot], cpu_to_node: dict[int, int]) -> float | None:
-    remote = total = 0
-    for snap in snaps:
-        sample = snap.process(pid)
-        if sample is None:
-            continue
-        numa = sample.numa
-        remote += numa.alloc_remote + (numa.hint_remote or 0)
-        total += numa.alloc_local + numa.alloc_remote + (numa.hint_local or 0) + (numa.hint_remote or 0)
-    if total >= MIN_EVENTS:
-        return remote / total
-    try:
-        node = cpu_to_node.get(procfs.stat(pid).processor)
-        pages = mempolicy.pages_per_node(pid)
-    except (OSError, ValueError, IndexError):
-        return None
-    resident = sum(pages.values())
-    if node is None or resident == 0:
-        return None
-    return 1 - pages.get(node, 0) / resident
+def _mean(values: dict[int, float], pids: list[int]) -> float:
+    return sum(values[p] for p in pids) / len(pids)
 
 
-class RunLoop:
-    def __init__(self, enforcer: Enforcer, sensor, controller: Controller | None,  # noqa: ANN001
-                 advisor, inventory: Inventory, options: Options,  # noqa: ANN001
-                 description_texts: dict[str, str] | None = None, fallback=None,  # noqa: ANN001
+class Controller:
+    def __init__(self, enforcer: Enforcer, sensor: Sensor | None, server: RequestServer | None,
+                 advisor: Advisor | None, inventory: Inventory, options: Options,
+                 description_texts: dict[str, str] | None = None, fallback: Advisor | None = None,
                  say: Callable[[str], None] = log) -> None:
-        self.enforcer, self.sensor, self.controller = enforcer, sensor, controller
+        """`advisor` None: keep the policy in force and decide nothing (`llamas run --advisor
+        none`); `sensor` may then be None too. `server` None: no kernel side (unit tests)."""
+        self.enforcer, self.sensor, self.server = enforcer, sensor, server
         self.advisor, self.fallback = advisor, fallback
         self.inventory, self.options = inventory, options
         self.description_texts = description_texts or {}
         self.say = say
         self.watch: Watch | None = None
-        self.decisions = 0
 
     # ---- observing ----
+    def _wait(self, seconds: float) -> None:
+        """Spend an interval serving the kernel side's requests, then sweep and place pages."""
+        if self.server is not None and self.enforcer.state.document is not None:
+            self.server.serve(seconds)
+            self.server.tick()
+        else:
+            time.sleep(seconds)
+
     def observe(self, seconds: float) -> list[Snapshot]:
         snaps: list[Snapshot] = []
-        deadline = time.monotonic() + seconds
-        while True:
-            step = min(self.options.interval, max(deadline - time.monotonic(), 0.0))
-            if self.controller is not None and self.enforcer.state.document is not None:
-                self.controller.serve(step)
-                self.controller.tick()
-            else:
-                time.sleep(step)
-            snap = self.sensor.collect()
-            snaps.append(snap)
-            self.measure(snap)
-            if time.monotonic() >= deadline - 1e-3:
-                return snaps
+        for _ in paced(self.options.interval, duration=seconds, wait=self._wait):
+            if self.sensor is not None:
+                snap = self.sensor.collect()
+                snaps.append(snap)
+                self.measure(snap)
+        return snaps
 
     def measure(self, snap: Snapshot) -> None:
         watch = self.watch
         if watch is None or self.enforcer.state.generation != watch.generation:
             return
-        now = {pid: f for pid in watch.baseline
-               if (f := remote_fraction(pid, [snap], self.sensor.cpu_to_node)) is not None}
+        now: dict[int, float] = {}
+        for pid in watch.baseline:
+            sample = snap.process(pid)
+            fraction = ProcSummary.of(sample).judged_remote_fraction if sample is not None else None
+            if fraction is not None:
+                now[pid] = fraction
         watch.samples.append(now)
         common = [pid for pid in now if pid in watch.baseline]
         if not common:
             return
-        before = sum(watch.baseline[p] for p in common) / len(common)
-        after = sum(now[p] for p in common) / len(common)
+        before, after = _mean(watch.baseline, common), _mean(now, common)
         if after - before > self.options.revert_threshold:
             watch.worse_streak += 1
         else:
             watch.worse_streak = 0
         if watch.worse_streak >= 2:
             self.revert(watch, before, after)
+
+    def _end_watch(self) -> None:
+        self.watch = None
+        if self.sensor is not None:
+            self.sensor.detail_pids = set()
 
     def revert(self, watch: Watch, before: float, after: float) -> None:
         detected = time.monotonic()
@@ -167,18 +160,19 @@ class RunLoop:
             reverted_document=watch.document.model_dump(by_alias=True, exclude_none=True),
             restored_generation=self.enforcer.state.generation if watch.previous is not None else None)
         self.say(f"reverted generation {watch.generation} in {latency:.2f} s: {reason}")
-        self.watch = None
+        self._end_watch()
 
     # ---- deciding ----
-    def recent(self) -> list[dict]:
+    def recent(self) -> list[dict[str, Any]]:
         wanted = ("apply", "decision", "refused", "revert", "effect")
         return [e for e in self.enforcer.audit.entries() if e.get("event") in wanted][-RECENT:]
 
-    def decide(self, snaps: list[Snapshot]) -> dict:
+    def decide(self, snaps: list[Snapshot]) -> dict[str, Any]:
         """One decision; returns what was logged."""
+        assert self.advisor is not None
         started = time.perf_counter()
-        window = summarize(snaps, cpu_to_node=self.sensor.cpu_to_node)
-        self._log_effect(window)
+        window = summarize(snaps)
+        self._log_effect()
         given = AdvisorInput(self.inventory, window, self.enforcer.state.document, self.recent(),
                              self.enforcer.guard, self.enforcer.host, self.description_texts)
         advice = self.advisor.advise(given)
@@ -191,9 +185,9 @@ class RunLoop:
             advice.rationale = f"fallback after: {first.unavailable}. {advice.rationale}"
         return self._act(advice, window, given, time.perf_counter() - started)
 
-    def _act(self, advice: Advice, window: WindowSummary, given: AdvisorInput, seconds: float) -> dict:
+    def _act(self, advice: Advice, window: WindowSummary, given: AdvisorInput,
+             seconds: float) -> dict[str, Any]:
         enforcer = self.enforcer
-        self.decisions += 1
         fields = {
             "inputs_digest": _inputs_digest(window, given),
             "model": advice.usage.model,
@@ -231,10 +225,11 @@ class RunLoop:
                 diff=changes, **fields)
         previous = enforcer.state.document
         taken = policy_compile.classify(doc, enforcer.guard)
-        cpu_node = {p.pid: p.cpu_node for p in window.processes if p.pid in taken}
+        before = {pid: self._before(pid, window) for pid in taken}
+        cpu_node = {pid: p.cpu_node for pid, p in before.items() if p is not None}
         judged = judged_pids(doc, taken, cpu_node, enforcer.host.node_cpus)
-        fractions = {pid: self._window_fraction(pid, window) for pid in judged}
-        baseline = {pid: f for pid, f in fractions.items() if f is not None}
+        baseline = {pid: f for pid in judged
+                    if (p := before[pid]) is not None and (f := p.judged_remote_fraction) is not None}
         applied = enforcer.apply(doc, raw_digest, advice.advisor, rationale=advice.rationale or doc.rationale,
                                  **fields)
         self.say(f"generation {applied.generation} in force ({advice.advisor}): "
@@ -243,16 +238,20 @@ class RunLoop:
                  f"removed {changes['removed']}, changed {changes['changed']}")
         if not self.options.once and baseline:
             self.watch = Watch(applied.generation, doc, previous, baseline)
+            if self.sensor is not None:
+                self.sensor.detail_pids = set(baseline)  # in every snapshot, busy or idle
         return enforcer.audit.entries()[-1]
 
-    def _window_fraction(self, pid: int, window: WindowSummary) -> float | None:
+    def _before(self, pid: int, window: WindowSummary) -> ProcSummary | None:
+        """A process as it was before the decision: the window's summary where the sensor gave it
+        its /proc facts, else those facts now (a process idle in the window)."""
         p = window.process(pid)
-        total = p.alloc_local + p.alloc_remote + p.hint_local + p.hint_remote if p is not None else 0
-        if p is not None and total >= MIN_EVENTS:
-            return (p.alloc_remote + p.hint_remote) / total
-        return remote_fraction(pid, [], self.sensor.cpu_to_node)
+        if p is not None and p.cpu_node is not None:
+            return p
+        sample = self.sensor.describe(pid) if self.sensor is not None else None
+        return ProcSummary.of(sample) if sample is not None else p
 
-    def _log_effect(self, window: WindowSummary) -> None:
+    def _log_effect(self) -> None:
         """The measured effect of the generation watched so far, once its window is over."""
         watch = self.watch
         if watch is None or len(watch.samples) < WATCH_INTERVALS:
@@ -260,17 +259,18 @@ class RunLoop:
         last = watch.samples[-1]
         common = [p for p in last if p in watch.baseline]
         if common:
-            before = sum(watch.baseline[p] for p in common) / len(common)
-            after = sum(last[p] for p in common) / len(common)
             self.enforcer.audit.append("effect", generation=watch.generation, metric="remote_fraction",
-                                       processes=len(common), before=round(before, 4), after=round(after, 4),
-                                       verdict="kept")
-        self.watch = None
+                                       processes=len(common), before=round(_mean(watch.baseline, common), 4),
+                                       after=round(_mean(last, common), 4), verdict="kept")
+        self._end_watch()
 
-    def run(self) -> dict:
-        """Decide every window; with `once`, one cycle, returning what was logged."""
+    def run(self) -> dict[str, Any]:
+        """Decide every window (with no advisor, only keep the policy in force); with `once`, one
+        cycle, returning what was logged."""
         while True:
             snaps = self.observe(self.options.decide_every)
+            if self.advisor is None:
+                continue
             entry = self.decide(snaps)
             if self.options.once:
                 return entry
@@ -292,15 +292,3 @@ def _as_json(raw: bytes) -> object:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return raw[:2000].decode("utf-8", "replace")
-
-
-def description_texts(devices_dir: Path | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    if devices_dir is None or not devices_dir.is_dir():
-        return out
-    for path in sorted(devices_dir.glob("*.toml")):
-        try:
-            out[path.name] = path.read_text(errors="replace")[:8000]
-        except OSError:
-            continue
-    return out

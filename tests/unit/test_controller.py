@@ -1,11 +1,11 @@
-"""The run loop's judging of a generation, on snapshots: a generation is watched across decision
+"""The controller's judging of a generation, on snapshots: a generation is watched across decision
 windows shorter than its measurement, and reverted when it makes locality worse."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from llamas_ebpf.loop import WATCH_INTERVALS, Options, RunLoop, Watch
+from llamas_ebpf.controller import WATCH_INTERVALS, Controller, Options, Watch
 from llamas_ebpf.policy.document import PolicyDocument
 from llamas_ebpf.snapshot import NumaCounts, ProcessSample, Snapshot
 
@@ -24,7 +24,7 @@ class _Enforcer:
         self.state.generation += 1
         return 0
 
-    def apply(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    def apply(self, *args, **kwargs):
         raise AssertionError("no previous document to re-apply")
 
 
@@ -33,10 +33,10 @@ def _snap(remote: int, local: int) -> Snapshot:
     return Snapshot(host="t", kernel="6.12", time=0.0, interval_s=1.0, processes=[sample], nodes=[])
 
 
-def _loop() -> tuple[RunLoop, _Enforcer]:
+def _loop() -> tuple[Controller, _Enforcer]:
     enforcer = _Enforcer()
-    sensor = SimpleNamespace(cpu_to_node={0: 0})
-    loop = RunLoop(enforcer, sensor, None, None, None, Options(decide_every=2.0, interval=1.0, dry_run=False,
+    sensor = SimpleNamespace(detail_pids=set())
+    loop = Controller(enforcer, sensor, None, None, None, Options(decide_every=2.0, interval=1.0, dry_run=False,
                                                                 once=False, revert_threshold=0.2),
                    say=lambda line: None)
     document = PolicyDocument.model_validate({"schema": "llamas.policy/v1", "rules": [
@@ -48,7 +48,7 @@ def _loop() -> tuple[RunLoop, _Enforcer]:
 def test_a_decision_window_shorter_than_the_measurement_does_not_end_the_watch():
     loop, enforcer = _loop()
     loop.measure(_snap(remote=0, local=1000))  # the pages have not moved yet
-    loop._log_effect(None)  # the next decision window begins
+    loop._log_effect()  # the next decision window begins
     assert loop.watch is not None and not enforcer.events
     loop.measure(_snap(remote=1000, local=0))
     loop.measure(_snap(remote=1000, local=0))
@@ -61,7 +61,7 @@ def test_a_generation_that_holds_is_logged_as_kept_after_its_measurement():
     loop, enforcer = _loop()
     for _ in range(WATCH_INTERVALS):
         loop.measure(_snap(remote=0, local=1000))
-    loop._log_effect(None)
+    loop._log_effect()
     assert loop.watch is None and enforcer.rolled_back == 0
     assert enforcer.events == [("effect", {"generation": 1, "metric": "remote_fraction", "processes": 1,
                                            "before": 0.0, "after": 0.0, "verdict": "kept"})]

@@ -1,0 +1,116 @@
+"""What several commands share: their common options, opening the enforcer, choosing and
+building an advisor, and running slow set-up beside the BPF compiles.
+
+Imports of the layers below are made where they are used: every command module is imported
+at start-up, and under the lab's TCG an import costs seconds."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+
+from llamas_ebpf.errors import LlamasError
+from llamas_ebpf.paths import Paths
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from llamas_ebpf.advise.base import Advisor
+    from llamas_ebpf.config import LlmConfig
+    from llamas_ebpf.devices.inventory import Inventory
+    from llamas_ebpf.enforce import Enforcer
+
+T = TypeVar("T")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print data as JSON.")]
+DevicesOption = Annotated[
+    Path | None,
+    typer.Option("--devices", help="Device descriptions (*.toml); default $LLAMAS_CONFIG_DIR/devices."),
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", envvar="LLAMAS_MODEL", help="Claude model (default: a current Sonnet)."),
+]
+
+
+def devices_dir(given: Path | None, paths: Paths) -> Path:
+    return given if given is not None else paths.config_dir / "devices"
+
+
+def open_enforcer(paths: Paths | None = None) -> Enforcer:
+    from llamas_ebpf import config
+    from llamas_ebpf.enforce import Enforcer
+    from llamas_ebpf.policy.validate import HostFacts
+
+    if os.geteuid() != 0:
+        raise LlamasError("not root: policy maps and affinity changes need root")
+    paths = paths or Paths.from_env()
+    return Enforcer(paths, config.load(paths).guardrails, HostFacts.from_host())
+
+
+def advisor_probes(inventory: Inventory) -> set[str]:
+    """The probes whose counts the advisors and the audit read; the GPU ones only where there is a
+    GPU (each probe adds to the BPF object compiled at start-up: seconds on a slow machine)."""
+    probes = {"faults", "numa_alloc", "numa_hint", "cpu_migrate", "taskstats"}
+    return probes | {"cuda", "gpu_fence"} if inventory.gpus else probes
+
+
+def require_key() -> None:
+    from llamas_ebpf.advise.claude import check_key
+
+    check_key(os.environ.get("ANTHROPIC_API_KEY"))
+
+
+def in_background(fn: Callable[[], T]) -> Callable[[], T]:
+    """Start fn() in a daemon thread; the returned callable waits for it and returns its result
+    or raises its exception. For slow pure-Python work (imports) beside BPF compiles, which
+    release the GIL."""
+    box: list[T] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            box.append(fn())
+        except BaseException as exc:  # handed to the caller
+            errors.append(exc)
+
+    thread = threading.Thread(target=work, name="llamas-prepare", daemon=True)
+    thread.start()
+
+    def result() -> T:
+        thread.join()
+        if errors:
+            raise errors[0]
+        return box[0]
+
+    return result
+
+
+def build_advisor(name: str, llm: LlmConfig, paths: Paths, model: str | None, replay: Path | None) -> Advisor:
+    if name == "heuristic":
+        from llamas_ebpf.advise.heuristic import HeuristicAdvisor
+
+        return HeuristicAdvisor()
+    if name == "replay":
+        from llamas_ebpf.advise.replay import ReplayAdvisor
+
+        if replay is None:
+            raise LlamasError("--advisor replay needs --replay AUDIT_LOG")
+        return ReplayAdvisor(replay)
+    from llamas_ebpf.advise.claude import ClaudeAdvisor
+    from llamas_ebpf.policy.state import AuditLog
+
+    env = os.environ.get
+    return ClaudeAdvisor(llm, AuditLog(paths.state_dir), model=model, api_key=env("ANTHROPIC_API_KEY"),
+                         base_url=env("ANTHROPIC_BASE_URL"))
+
+
+def stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)

@@ -1,0 +1,51 @@
+"""`llamas doctor`: what this kernel supports (found by loading real programs), the headers BCC
+uses, and which attach method each probe took and why."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from llamas_ebpf.commands.common import JsonFlag
+
+
+def report() -> dict[str, Any]:
+    from llamas_ebpf.kernel import features, headers, mounts
+    from llamas_ebpf.sense import Sensor, require_bpf
+
+    mounted = mounts.ensure_mounted() if os.geteuid() == 0 else []
+    caps = features.probe()
+    require_bpf(caps)
+    hdr = headers.discover()
+    with Sensor(bpf_stats=False) as sensor:
+        probes = {
+            name: {"method": h.method, "status": h.status, "reason": h.reason}
+            for name, h in sensor.health.items()
+        }
+        build = {
+            "shared_object": list(sensor.bundle.health),
+            "note": sensor.bundle.note,
+            "seconds": round(sensor.build_s, 2),
+        }
+    return {
+        "kernel": os.uname().release,
+        "headers": {
+            "path": str(hdr.path) if hdr.path else None,
+            "release": hdr.release,
+            "matches_running_kernel": hdr.matches,
+            "note": hdr.describe(),
+        },
+        "mounted_now": mounted,
+        "capabilities": caps.to_dict(),
+        "probes": probes,
+        "build": build,
+    }
+
+
+def doctor(json_out: JsonFlag = False) -> None:
+    """What this kernel supports, and which attach method each probe uses and why."""
+    from llamas_ebpf.faces import doctor as face
+
+    data = report()
+    print(json.dumps(data, indent=2) if json_out else face.render(data))

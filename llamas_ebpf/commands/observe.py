@@ -1,0 +1,64 @@
+"""`llamas observe [interval [count]]`: per-process counts each interval, as a table or JSON lines;
+`--save` appends the snapshots to a file that later commands load."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llamas_ebpf.commands.common import JsonFlag
+from llamas_ebpf.errors import LlamasError
+
+
+def observe(
+    interval: Annotated[float, typer.Argument(help="Seconds between outputs.")] = 1.0,
+    count: Annotated[int | None, typer.Argument(help="Number of outputs (default: until Ctrl-C).")] = None,
+    pid: Annotated[
+        list[int] | None,
+        typer.Option("-p", "--pid", help="Only this process (repeatable); also counts its 2 MiB regions."),
+    ] = None,
+    cgroup: Annotated[
+        list[Path] | None,
+        typer.Option("--cgroup", help="Only processes in this cgroup v2 path (repeatable)."),
+    ] = None,
+    cuda_lib: Annotated[
+        Path | None,
+        typer.Option("--cuda-lib", help="The CUDA driver library (default: libcuda.so.1 via ldconfig)."),
+    ] = None,
+    json_out: JsonFlag = False,
+    save: Annotated[
+        Path | None, typer.Option("--save", help="Append each snapshot to FILE as a JSON line.")
+    ] = None,
+    top: Annotated[int, typer.Option("--top", help="Rows per interval in the table (0: all).")] = 20,
+    bpf_stats: Annotated[
+        bool,
+        typer.Option("--bpf-stats", help="Measure BPF run time per event (BPF_ENABLE_STATS; adds cost)."),
+    ] = False,
+) -> None:
+    """Show what the probes count, per process and per interval."""
+    from llamas_ebpf.faces.observe import render
+    from llamas_ebpf.sense import Sensor, paced
+    from llamas_ebpf.snapshot import save as save_snapshots
+
+    if interval <= 0:
+        raise LlamasError("interval must be a positive number of seconds")
+    if count is not None and count < 1:
+        raise LlamasError("count must be at least 1")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with Sensor(pids=pid, cgroups=cgroup, cuda_lib=cuda_lib, bpf_stats=bpf_stats) as sensor:
+        if not json_out:
+            print(f"Tracing faults, NUMA misses, migrations, GPU calls every {interval:g}s. Ctrl-C to end.",
+                  file=sys.stderr)
+        for _ in paced(interval, count=count):
+            snap = sensor.collect()
+            if save is not None:
+                save_snapshots([snap], save)
+            if json_out:
+                print(snap.to_json(), flush=True)
+            else:
+                print(render(snap, top or None), flush=True)
+                print(flush=True)

@@ -1,0 +1,138 @@
+"""`llamas run`: the daemon. It keeps the policy in force (processes started later, threads seen
+off their CPUs, pages to their home node, cold mappings to `demote_node`) and, with an advisor,
+observes, decides each window, validates, applies, measures the effect and reverts what made
+placement worse (llamas_ebpf/controller.py). SIGINT and SIGTERM roll back unless --keep."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llamas_ebpf.commands.common import (
+    DevicesOption,
+    ModelOption,
+    advisor_probes,
+    build_advisor,
+    devices_dir,
+    in_background,
+    open_enforcer,
+    require_key,
+)
+from llamas_ebpf.commands.policy import apply_file, say_applied
+from llamas_ebpf.errors import LlamasError
+
+ADVISORS = ("heuristic", "claude", "replay", "none")
+
+
+def _stop(_signum: int, _frame: object) -> None:
+    """SIGTERM ends `llamas run` the way Ctrl-C does: through its rollback."""
+    raise KeyboardInterrupt
+
+
+def run(
+    advisor: Annotated[
+        str, typer.Option("--advisor", help="heuristic, claude, replay, or none (keep the given policy).")
+    ] = "heuristic",
+    policy: Annotated[Path | None, typer.Option("--policy", help="Apply this document first.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the policy in force on exit.")] = False,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds per observation interval.")] = 1.0,
+    decide_every: Annotated[
+        float | None, typer.Option("--decide-every", help="Seconds per decision (60 claude, 10 others).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and log, apply nothing.")] = False,
+    once: Annotated[bool, typer.Option("--once", help="One cycle, then exit; the policy stays.")] = False,
+    given_devices: DevicesOption = None,
+    model: ModelOption = None,
+    replay: Annotated[Path | None, typer.Option("--replay", help="Audit log for --advisor replay.")] = None,
+    fallback: Annotated[
+        str | None, typer.Option("--fallback", help="When the LLM fails: keep or heuristic.")
+    ] = None,
+    revert_threshold: Annotated[
+        float, typer.Option("--revert-threshold", help="Remote-fraction rise that reverts a generation.")
+    ] = 0.2,
+) -> None:
+    """Keep placement policy in force: observe, ask the advisor every window, validate, apply,
+    measure, revert what made things worse. SIGINT/SIGTERM roll back unless --keep (or --once)."""
+    from llamas_ebpf import config
+    from llamas_ebpf.advise.heuristic import HeuristicAdvisor
+    from llamas_ebpf.controller import Controller, Options
+    from llamas_ebpf.devices.descriptions import texts
+    from llamas_ebpf.devices.inventory import discover
+    from llamas_ebpf.enforce import RequestServer
+    from llamas_ebpf.paths import Paths
+    from llamas_ebpf.sense import Sensor
+
+    if advisor not in ADVISORS:
+        raise LlamasError(f"unknown advisor '{advisor}': choose one of {', '.join(ADVISORS)}")
+    if advisor == "replay" and replay is None:
+        raise LlamasError("--advisor replay needs --replay AUDIT_LOG")
+    if fallback not in (None, "keep", "heuristic"):
+        raise LlamasError(f"unknown fallback '{fallback}': keep or heuristic")
+    if interval <= 0 or (decide_every is not None and decide_every < interval):
+        raise LlamasError("--interval must be positive and --decide-every at least one interval")
+    deciding = advisor != "none"
+    if not deciding and (dry_run or once):
+        raise LlamasError("--dry-run and --once need an advisor: heuristic, claude or replay")
+    paths = Paths.from_env()
+    settings = config.load(paths)
+    enforcer = open_enforcer(paths)
+    try:
+        if policy is not None:
+            print(say_applied(apply_file(enforcer, policy)))
+        if not deciding and enforcer.state.document is None:
+            raise LlamasError("no policy in force: give --policy FILE or run llamas policy apply first")
+    except BaseException:
+        enforcer.close()
+        raise
+    if advisor == "claude":
+        require_key()  # before minutes of compiling, not after
+    # built beside the BPF compiles: importing the anthropic SDK takes as long as they do on a
+    # slow machine (minutes under the lab's TCG)
+    prepared = (in_background(lambda: build_advisor(advisor, settings.llm, paths, model, replay))
+                if deciding else None)
+    devices = devices_dir(given_devices, paths)
+    fallback = fallback or settings.llm.fallback
+    inventory = discover(devices_dir=devices)
+    for error in inventory.description_errors:
+        print(f"llamas: {error} (description ignored)", file=sys.stderr)
+    options = Options(decide_every=decide_every or (60.0 if advisor == "claude" else 10.0), interval=interval,
+                      dry_run=dry_run, once=once, revert_threshold=revert_threshold)
+    sensor = server = None
+    failed = False
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        sensor = Sensor(only=advisor_probes(inventory)) if prepared is not None else None
+        server = RequestServer(enforcer, paths.bpf_dir)
+        chosen = prepared() if prepared is not None else None
+        backup = HeuristicAdvisor() if fallback == "heuristic" and advisor not in ("heuristic", "none") \
+            else None
+        controller = Controller(enforcer, sensor, server, chosen, inventory, options, texts(devices),
+                                fallback=backup)
+        if chosen is None:
+            print(f"llamas: keeping generation {enforcer.state.generation} in force (Ctrl-C to stop)",
+                  file=sys.stderr)
+        else:
+            mode = "dry run, " if dry_run else ""
+            print(f"llamas: {mode}{advisor} advisor deciding every {options.decide_every:g} s"
+                  f"{' (once)' if once else ' (Ctrl-C to stop)'}", file=sys.stderr)
+        enforcer.sweep()
+        last = controller.run()
+        if once and (last.get("event") == "refused" or last.get("outcome") == "unavailable"):
+            failed = True  # nothing changed; a script should know
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            server.close()
+        if sensor is not None:
+            sensor.close()
+        if not (keep or once or dry_run) and enforcer.state.document is not None:
+            restored = enforcer.rollback("controller stopped")
+            print(f"llamas: rolled back; {restored} threads restored", file=sys.stderr)
+        enforcer.close()
+    if failed:
+        raise typer.Exit(1)

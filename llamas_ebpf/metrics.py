@@ -1,0 +1,81 @@
+"""Placement metrics, each defined once, and the thresholds they are judged by.
+
+The heuristic advisor, the audit's findings, the run loop's revert check and `llamas top` all
+call these, so they cannot disagree about the same window. Counts come from the Snapshot (per
+interval) or from a WindowSummary (per decision window); the functions take plain numbers so
+both can use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# ---- thresholds ----
+BUSY_EVENTS = 512  # faults + allocations + hinting faults in a window: enough to act or report on
+BUSY_GPU_CALLS = 100  # CUDA calls in a window: busy on a GPU
+FRACTION_EVENTS = 256  # allocations + hinting faults a traffic fraction needs to be trusted
+REMOTE_ENTER = 0.30  # remote fraction that makes a rule and a finding
+WRITE_HEAVY = 0.30  # write fraction of a writer
+READ_MOSTLY = 0.10  # write fraction of a reader
+MAJORITY = 0.50  # share of the pages that makes a node "where its memory is"
+BIG_PAGES = 65536  # resident pages (256 MiB) that make a process big enough to tier
+CROSS_NODE_MOVES_PER_S = 1.0  # cross-node CPU migrations a second worth a finding
+
+
+def fraction(part: int, whole: int) -> float:
+    """part / whole, 0.0 for an empty whole."""
+    return part / whole if whole else 0.0
+
+
+def remote_alloc_fraction(alloc_local: int, alloc_remote: int) -> float:
+    """Pages allocated off the node of the CPU that asked, among all it allocated."""
+    return fraction(alloc_remote, alloc_local + alloc_remote)
+
+
+def remote_hint_fraction(hint_local: int, hint_remote: int) -> float:
+    """NUMA hinting faults on memory of another node, among all hinting faults."""
+    return fraction(hint_remote, hint_local + hint_remote)
+
+
+def traffic(alloc_local: int, alloc_remote: int, hint_local: int, hint_remote: int) -> tuple[int, int]:
+    """(remote, total) of the allocations and hinting faults together."""
+    return alloc_remote + hint_remote, alloc_local + alloc_remote + hint_local + hint_remote
+
+
+def off_node_fraction(resident_by_node: Mapping[int, int], cpu_node: int | None) -> float | None:
+    """The share of the resident pages on other nodes than the CPU's: where the memory is, not
+    how it got there (with NUMA balancing off nothing else tells that a process reads memory far
+    away). None when the CPU's node or the pages are unknown."""
+    total = sum(resident_by_node.values())
+    if cpu_node is None or not total:
+        return None
+    return 1.0 - resident_by_node.get(cpu_node, 0) / total
+
+
+def write_fraction(reads: int, writes: int) -> float:
+    return fraction(writes, reads + writes)
+
+
+def judged_remote_fraction(alloc_local: int, alloc_remote: int, hint_local: int, hint_remote: int,
+                           resident_by_node: Mapping[int, int], cpu_node: int | None) -> float | None:
+    """What the revert check compares before and after a generation: the remote fraction of the
+    traffic when there were at least FRACTION_EVENTS events, else the off-node share of the
+    resident pages, which needs no traffic at all."""
+    remote, total = traffic(alloc_local, alloc_remote, hint_local, hint_remote)
+    if total >= FRACTION_EVENTS:
+        return remote / total
+    return off_node_fraction(resident_by_node, cpu_node)
+
+
+def majority(counts: Mapping[int, int]) -> tuple[int | None, float]:
+    """The node holding most of the pages, and its share (ties: the lowest node id)."""
+    total = sum(counts.values())
+    if not total:
+        return None, 0.0
+    node = max(sorted(counts), key=lambda n: counts[n])
+    return node, counts[node] / total
+
+
+# ---- device thresholds (the inventory's nodes) ----
+WRITE_SLOW_RATIO = 2.0  # writes this many times slower than reads (latency or bandwidth): write-slow
+READS_NEAR_DRAM = 1.5  # read latency within this factor of the fastest DRAM: reads nearly as fast

@@ -1,0 +1,116 @@
+"""The pure parts under the actuator and the probes: the token bucket, move_pages call sizing,
+classifying processes on a fixture /proc, and counter-map deltas."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+from llamas_ebpf.actuator.pages import TARGET_BATCH_S, TokenBucket, next_batch
+from llamas_ebpf.config import Guardrails
+from llamas_ebpf.policy.compile import classify, touchable
+from llamas_ebpf.policy.document import PolicyDocument
+from llamas_ebpf.probes.base import CounterMap
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_refills_at_its_rate_and_bursts_one_second():
+    clock = Clock()
+    bucket = TokenBucket(2, clock)  # 2 MB/s
+    assert bucket.available() == 2e6
+    bucket.take(1.5e6)
+    assert bucket.available() == 0.5e6
+    clock.now += 0.25
+    assert bucket.available() == 1e6
+    clock.now += 10
+    assert bucket.available() == 2e6  # never more than one second's worth
+    bucket.take(3e6)  # a batch may overdraw; the debt is paid back before the next
+    assert bucket.available() == -1e6
+    clock.now += 1
+    assert bucket.available() == 1e6
+
+
+def test_move_pages_calls_aim_at_the_target_time():
+    assert next_batch(256, 256, TARGET_BATCH_S / 4) == 512  # fast: at most doubles
+    assert next_batch(256, 256, TARGET_BATCH_S) == int(256 * 0.9)  # on target: 90% of it
+    assert next_batch(256, 256, 10.0) == 16  # very slow: never below 16
+    assert next_batch(40000, 40000, TARGET_BATCH_S / 100) == 65536  # never above 65536
+    assert next_batch(300, 300, 0.0) == 300  # a clock that did not move says nothing
+
+
+def _proc(root: Path, pid: int, comm: str, flags: int = 0, cgroup: str = "/", exe: str = "/usr/bin/x") -> None:
+    d = root / str(pid)
+    d.mkdir()
+    fields = ["S"] + ["0"] * 5 + [str(flags)] + ["0"] * 40
+    (d / "stat").write_text(f"{pid} ({comm}) {' '.join(fields)}\n")
+    (d / "comm").write_text(comm + "\n")
+    (d / "cgroup").write_text(f"0::{cgroup}\n")
+    os.symlink(exe, d / "exe")
+
+
+def test_classify_on_a_fixture_proc(tmp_path):
+    _proc(tmp_path, 1, "systemd")
+    _proc(tmp_path, 2, "kthreadd", flags=0x00200000)  # PF_KTHREAD
+    _proc(tmp_path, 100, "redis-server", cgroup="/db.slice/redis")
+    _proc(tmp_path, 101, "redis-server", exe="/opt/redis")
+    _proc(tmp_path, 200, "worker", cgroup="/batch.slice/w", exe="/opt/work")
+    _proc(tmp_path, 300, "sshd")
+    (tmp_path / "self").mkdir()  # not a process
+    doc = PolicyDocument.model_validate({"schema": "llamas.policy/v1", "rules": [
+        {"name": "by-exe", "match": {"exe": "/opt/work"}, "cpu": {"nodes": [0]}},
+        {"name": "redis", "match": {"comm": "redis-server"}, "cpu": {"nodes": [0]}},
+        {"name": "batch", "match": {"cgroup": "/batch.slice"}, "cpu": {"nodes": [0]}},
+        {"name": "init", "match": {"pid": 1}, "cpu": {"nodes": [0]}},
+        {"name": "ssh", "match": {"comm": "sshd"}, "cpu": {"nodes": [0]}},
+    ]})
+    guard = Guardrails(deny_comm=["sshd"])
+    assert classify(doc, guard, tmp_path) == {100: 1, 101: 1, 200: 0}  # first rule wins; never 1, 2, sshd
+    scoped = Guardrails(scope_cgroups=["/db.slice"])
+    assert classify(doc, scoped, tmp_path) == {100: 1}
+    assert not touchable(2, guard, tmp_path) and not touchable(999, guard, tmp_path)
+
+
+class _Key(ctypes.Structure):
+    _fields_ = [("tgid", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+class _Leaf(ctypes.Structure):
+    _fields_ = [("a", ctypes.c_uint64), ("b", ctypes.c_uint64)]
+
+
+class Table:
+    """The shape of a BCC table that CounterMap reads: Key, Leaf, items(), deletion. Its map_fd
+    is not open, so CounterMap takes its iteration path (the batch path is in the host tier)."""
+
+    Key, Leaf = _Key, _Leaf
+    map_fd, max_entries = 999_999, 64  # no such fd: bpf(2) fails, and the reader falls back
+
+    def __init__(self) -> None:
+        self.data: dict[int, tuple[int, int]] = {}
+
+    def items(self) -> list[tuple[_Key, _Leaf]]:
+        return [(_Key(k, 0), _Leaf(*v)) for k, v in self.data.items()]
+
+    def __delitem__(self, key: _Key) -> None:
+        del self.data[key.tgid]
+
+
+def test_counter_map_gives_deltas_forgets_the_dead_and_survives_eviction():
+    table = Table()
+    counters = CounterMap(table, owner=lambda k: k[0], percpu=False)
+    table.data = {10: (5, 1), 11: (2, 0)}
+    assert counters.read(alive=lambda pid: True) == {(10, 0): (5, 1), (11, 0): (2, 0)}
+    table.data[10] = (7, 1)
+    assert counters.read(alive=lambda pid: True) == {(10, 0): (2, 0)}  # 11 did not change: no entry
+    table.data[10] = (1, 0)  # evicted and inserted again: the new count is the delta
+    assert counters.read(alive=lambda pid: pid != 11) == {(10, 0): (1, 0)}
+    assert 11 not in table.data and counters.deleted_total == 1 and counters.live == 1
+    assert counters.live_keys() == {(10, 0)}
