@@ -15,6 +15,7 @@ import re
 import struct
 from pathlib import Path
 
+from llamas_ebpf.errors import LlamasError
 from llamas_ebpf.paths import Paths
 
 _DEFINE = re.compile(r"^\s*#define\s+(\w+)\s+(0[xX][0-9a-fA-F]+|\d+)[uUlL]*\s*(?:/\*.*)?$")
@@ -31,7 +32,16 @@ def bpf_dir() -> Path:
 
 @functools.cache
 def _text(header: str, directory: Path) -> str:
-    return (directory / header).read_text()
+    return read_source(directory / header)
+
+
+def read_source(path: Path) -> str:
+    """A file of bpf/; a missing or unreadable one is a one-line error."""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise LlamasError(f"BPF source {path}: {reason} (LLAMAS_BPF_DIR, or reinstall llamas)") from None
 
 
 def defines(header: str, directory: Path | None = None) -> dict[str, int]:

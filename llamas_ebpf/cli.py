@@ -4,6 +4,7 @@ error boundary. Every failure is one line on stderr and a non-zero exit, never a
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -16,6 +17,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Memory and CPU placement for tiered-memory hosts, from BPF telemetry.",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"llamas-ebpf {version('llamas-ebpf')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    _show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Memory and CPU placement for tiered-memory hosts, from BPF telemetry."""
+
+
 app.command()(doctor.doctor)
 app.command()(observe.observe)
 app.command()(devices.devices)

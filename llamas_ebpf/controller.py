@@ -41,6 +41,7 @@ from llamas_ebpf.snapshot import Snapshot
 
 RECENT = 10  # decisions the advisor sees
 WATCH_INTERVALS = 10  # snapshots a generation is judged on at least
+WAIT_STEP = 0.25  # seconds between looks for a policy while none is in force
 
 
 def log(message: str) -> None:
@@ -99,15 +100,41 @@ class Controller:
         self.description_texts = description_texts or {}
         self.say = say
         self.watch: Watch | None = None
+        self.reload_requested = False  # set by SIGHUP; acted on between intervals
+        self.on_reload: Callable[[Controller], None] | None = None
 
     # ---- observing ----
+    def _catch_up(self) -> None:
+        """Take in a generation another process put in force (or took out): `llamas policy
+        apply` from another shell is kept in force from then on."""
+        if self.enforcer.refresh():
+            state = self.enforcer.state
+            if state.document is None:
+                self.say(f"generation {state.generation} was taken out by another process; "
+                         "waiting for a policy")
+            else:
+                self.say(f"generation {state.generation} in force ({state.advisor}, "
+                         "applied by another process)")
+                self.enforcer.sweep()
+            self._end_watch()
+
     def _wait(self, seconds: float) -> None:
-        """Spend an interval serving the kernel side's requests, then sweep and place pages."""
+        """Spend an interval serving the kernel side's requests, then sweep and place pages; with
+        no policy in force, look for one every WAIT_STEP seconds."""
+        if self.reload_requested and self.on_reload is not None:
+            self.reload_requested = False
+            self.on_reload(self)
+        deadline = time.monotonic() + seconds
+        self._catch_up()
+        while self.enforcer.state.document is None and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(WAIT_STEP, left))
+            self._catch_up()
+        left = max(deadline - time.monotonic(), 0.0)
         if self.server is not None and self.enforcer.state.document is not None:
-            self.server.serve(seconds)
+            self.server.serve(left)
             self.server.tick()
         else:
-            time.sleep(seconds)
+            time.sleep(left)
 
     def observe(self, seconds: float) -> list[Snapshot]:
         snaps: list[Snapshot] = []

@@ -26,6 +26,7 @@ from llamas_ebpf.kernel import mounts
 from llamas_ebpf.paths import Paths
 from llamas_ebpf.policy import compile as policy_compile
 from llamas_ebpf.policy.document import PolicyDocument
+from llamas_ebpf.policy.lock import state_lock
 from llamas_ebpf.policy.maps import CTL_EPOCH, FLAG_EXE_RULES, CompiledRule, PolicyMaps
 from llamas_ebpf.policy.state import AuditLog, PolicyState, diff, digest
 from llamas_ebpf.policy.validate import HostFacts, validate
@@ -63,30 +64,53 @@ class Enforcer:
         self.affinity = AffinityActuator(self.journal)
         self.audit = AuditLog(paths.state_dir)
         self.state = PolicyState.load(paths.state_dir)
-        self.compiled: list[CompiledRule] = (
-            policy_compile.compile_document(self.state.document, host) if self.state.document else []
-        )
+        self.compiled: list[CompiledRule] = []
         page_journal = PageJournal(paths.state_dir / "pages.jsonl")
         self.pages = PageMover(TokenBucket(guard.total_max_mbps), page_journal)
         self.budgets: dict[int, TokenBucket] = {}
         self.queue: dict[int, list[tuple[int, int, int]]] = {}  # tgid -> (start, end, node) to place
         self.cold = ColdTracker()
         self.rule_of: dict[int, int] = {}
-        self._set_budgets()
+        self._take(self.state)
 
-    def _set_budgets(self) -> None:
-        doc = self.state.document
+    def _take(self, state: PolicyState) -> None:
+        """Make `state` the one this enforcer works from: its rules compiled, its budgets, and no
+        pages left queued by another generation (with no policy, nothing is remembered at all)."""
+        self.state = state
+        doc = state.document
+        self.compiled = policy_compile.compile_document(doc, self.host) if doc is not None else []
         self.budgets = {
             i: TokenBucket(rule.memory.max_mbps)
             for i, rule in enumerate(doc.rules if doc else [])
             if rule.memory is not None
         }
+        self.queue.clear()
+        if doc is None:
+            self.rule_of.clear()
+            self.cold.marked.clear()
+
+    def refresh(self) -> bool:
+        """Catch up with a generation put in force (or taken out) by another process, such as
+        `llamas policy apply` from another shell while `llamas run` keeps the policy in force.
+        True when it changed."""
+        with state_lock(self.paths.state_dir):
+            on_disk = PolicyState.load(self.paths.state_dir)
+            if (on_disk.generation, on_disk.slot) == (self.state.generation, self.state.slot):
+                return False
+            self.journal.reload()
+            self._take(on_disk)
+            return True
 
     def close(self) -> None:
         self.maps.close()
 
     # ---- generations ----
     def apply(self, doc: PolicyDocument, digest: str, advisor: str, **audit_fields: object) -> Applied:
+        with state_lock(self.paths.state_dir):
+            self.refresh()  # the generation number comes from what is on disk now
+            return self._apply(doc, digest, advisor, **audit_fields)
+
+    def _apply(self, doc: PolicyDocument, digest: str, advisor: str, **audit_fields: object) -> Applied:
         generation = self.state.generation + 1
         slot = generation % 2
         compiled = policy_compile.compile_document(doc, self.host)
@@ -106,11 +130,9 @@ class Enforcer:
         has_exe = any(rule.match.exe is not None for rule in doc.rules)
         self.maps.switch_to(slot, FLAG_EXE_RULES if has_exe else 0)
         changes = diff(self.state.document, doc)
-        self.state = PolicyState(generation, slot, doc, digest, advisor, time.time())
-        self.state.save(self.paths.state_dir)
-        self.compiled = compiled
-        self._set_budgets()
-        self.queue.clear()
+        state = PolicyState(generation, slot, doc, digest, advisor, time.time())
+        state.save(self.paths.state_dir)
+        self._take(state)
         pinned = sum(self.pin(tgid, index) for tgid, index in taken.items())
         self.audit.append("apply", generation=generation, digest=digest, advisor=advisor,
                           document=doc.model_dump(by_alias=True, exclude_none=True),
@@ -128,16 +150,19 @@ class Enforcer:
         return self.apply(checked.document, digest(raw), advisor, source=source)
 
     def rollback(self, reason: str) -> int:
+        with state_lock(self.paths.state_dir):
+            self.refresh()
+            self.journal.reload()  # what another process pinned is restored too
+            return self._rollback(reason)
+
+    def _rollback(self, reason: str) -> int:
         before = self.state.document
         self.maps.switch_to(None)
         restored = self.affinity.rollback()
-        self.queue.clear()
-        self.rule_of.clear()
-        self.cold.marked.clear()
         pages_back = self.pages.restore()
-        self.state = PolicyState(self.state.generation, None, None, None, None, None)
-        self.state.save(self.paths.state_dir)
-        self.compiled = []
+        state = PolicyState(self.state.generation, None, None, None, None, None)
+        state.save(self.paths.state_dir)
+        self._take(state)
         self.audit.append("rollback", generation=self.state.generation, reason=reason,
                           diff=diff(before, None), threads_restored=restored, pages_restored=pages_back)
         return restored

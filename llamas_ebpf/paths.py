@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-_REPO_BPF = Path(__file__).resolve().parent.parent / "bpf"
+from llamas_ebpf import resources
 
 
 @dataclass(frozen=True)
@@ -23,5 +23,5 @@ class Paths:
             config_dir=Path(env("LLAMAS_CONFIG_DIR", "/etc/llamas")),
             state_dir=Path(env("LLAMAS_STATE_DIR", "/var/lib/llamas")),
             pin_dir=Path(env("LLAMAS_PIN_DIR", "/sys/fs/bpf/llamas")),
-            bpf_dir=Path(env("LLAMAS_BPF_DIR", str(_REPO_BPF))),
+            bpf_dir=Path(env("LLAMAS_BPF_DIR") or resources.bpf_dir()),
         )

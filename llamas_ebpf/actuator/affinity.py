@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from llamas_ebpf.kernel import procfs
+from llamas_ebpf.policy.lock import state_lock, write_atomically
 
 
 class Journal:
@@ -16,9 +17,18 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.masks: dict[int, tuple[int, list[int]]] = {}  # tid -> (tgid, original CPUs)
-        if path.exists():
-            data = json.loads(path.read_text())
-            self.masks = {int(tid): (entry["tgid"], entry["cpus"]) for tid, entry in data.items()}
+        self.reload()
+
+    def _on_disk(self) -> dict[int, tuple[int, list[int]]]:
+        if not self.path.exists():
+            return {}
+        data = json.loads(self.path.read_text())
+        return {int(tid): (entry["tgid"], entry["cpus"]) for tid, entry in data.items()}
+
+    def reload(self) -> None:
+        """What the file holds now: another process (an apply from another shell, or a rollback)
+        may have written it."""
+        self.masks = self._on_disk()
 
     def remember(self, tgid: int, tid: int, cpus: set[int]) -> bool:
         if tid in self.masks:
@@ -27,14 +37,15 @@ class Journal:
         return True
 
     def save(self) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        data = {str(tid): {"tgid": tgid, "cpus": cpus} for tid, (tgid, cpus) in self.masks.items()}
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as out:
-            json.dump(data, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path)
+        """Write the masks through, merged with what another process wrote meanwhile (the first
+        original of a thread wins), under the state directory's lock."""
+        with state_lock(self.path.parent):
+            merged = self._on_disk()
+            for tid, entry in self.masks.items():
+                merged.setdefault(tid, entry)
+            self.masks = merged
+            data = {str(tid): {"tgid": tgid, "cpus": cpus} for tid, (tgid, cpus) in merged.items()}
+            write_atomically(self.path, json.dumps(data))
 
     def clear(self) -> None:
         self.masks = {}

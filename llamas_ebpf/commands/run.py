@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,6 +24,10 @@ from llamas_ebpf.commands.common import (
 )
 from llamas_ebpf.commands.policy import apply_file, say_applied
 from llamas_ebpf.errors import LlamasError
+
+if TYPE_CHECKING:
+    from llamas_ebpf.controller import Controller
+    from llamas_ebpf.paths import Paths
 
 ADVISORS = ("heuristic", "claude", "replay", "none")
 
@@ -64,7 +68,9 @@ def run(
     from llamas_ebpf.devices.inventory import discover
     from llamas_ebpf.enforce import RequestServer
     from llamas_ebpf.paths import Paths
+    from llamas_ebpf.policy.lock import RunLock
     from llamas_ebpf.sense import Sensor
+    from llamas_ebpf.systemd import notify
 
     if advisor not in ADVISORS:
         raise LlamasError(f"unknown advisor '{advisor}': choose one of {', '.join(ADVISORS)}")
@@ -79,14 +85,18 @@ def run(
         raise LlamasError("--dry-run and --once need an advisor: heuristic, claude or replay")
     paths = Paths.from_env()
     settings = config.load(paths)
-    enforcer = open_enforcer(paths)
+    # one daemon per state directory; a dry run changes nothing in force and needs no lock
+    lock = RunLock(paths.state_dir) if not dry_run else None
+    enforcer = None
     try:
+        enforcer = open_enforcer(paths)
         if policy is not None:
             print(say_applied(apply_file(enforcer, policy)))
-        if not deciding and enforcer.state.document is None:
-            raise LlamasError("no policy in force: give --policy FILE or run llamas policy apply first")
     except BaseException:
-        enforcer.close()
+        if enforcer is not None:
+            enforcer.close()
+        if lock is not None:
+            lock.close()
         raise
     if advisor == "claude":
         require_key()  # before minutes of compiling, not after
@@ -112,14 +122,18 @@ def run(
             else None
         controller = Controller(enforcer, sensor, server, chosen, inventory, options, texts(devices),
                                 fallback=backup)
+        controller.on_reload = lambda c: _reload(c, paths, devices)
+        signal.signal(signal.SIGHUP, lambda *_: setattr(controller, "reload_requested", True))
+        state = enforcer.state
         if chosen is None:
-            print(f"llamas: keeping generation {enforcer.state.generation} in force (Ctrl-C to stop)",
-                  file=sys.stderr)
+            doing = (f"keeping generation {state.generation} in force" if state.document is not None
+                     else "no policy in force: waiting for llamas policy apply")
         else:
             mode = "dry run, " if dry_run else ""
-            print(f"llamas: {mode}{advisor} advisor deciding every {options.decide_every:g} s"
-                  f"{' (once)' if once else ' (Ctrl-C to stop)'}", file=sys.stderr)
+            doing = f"{mode}{advisor} advisor deciding every {options.decide_every:g} s"
+        print(f"llamas: {doing}{' (once)' if once else ' (Ctrl-C to stop)'}", file=sys.stderr)
         enforcer.sweep()
+        notify("READY=1", f"STATUS={doing}")
         last = controller.run()
         if once and (last.get("event") == "refused" or last.get("outcome") == "unavailable"):
             failed = True  # nothing changed; a script should know
@@ -130,9 +144,33 @@ def run(
             server.close()
         if sensor is not None:
             sensor.close()
+        notify("STOPPING=1")
         if not (keep or once or dry_run) and enforcer.state.document is not None:
             restored = enforcer.rollback("controller stopped")
             print(f"llamas: rolled back; {restored} threads restored", file=sys.stderr)
         enforcer.close()
+        if lock is not None:
+            lock.close()
     if failed:
         raise typer.Exit(1)
+
+
+def _reload(controller: Controller, paths: Paths, devices: Path) -> None:
+    """SIGHUP: config.toml's guardrails and the device descriptions, read again. A file that no
+    longer parses keeps what was in force, and says why."""
+    from llamas_ebpf import config
+    from llamas_ebpf.devices.descriptions import texts
+    from llamas_ebpf.devices.inventory import discover
+
+    try:
+        settings = config.load(paths)
+    except LlamasError as exc:
+        controller.say(f"SIGHUP: {exc}; keeping the configuration in force")
+        return
+    inventory = discover(devices_dir=devices)
+    for error in inventory.description_errors:
+        controller.say(f"SIGHUP: {error} (description ignored)")
+    controller.enforcer.guard = settings.guardrails
+    controller.inventory, controller.description_texts = inventory, texts(devices)
+    count = len(controller.description_texts)
+    controller.say(f"SIGHUP: reloaded {paths.config_dir / 'config.toml'} and {count} device descriptions")

@@ -15,20 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from llamas_ebpf.policy.document import PolicyDocument
+from llamas_ebpf.policy.lock import write_atomically
 
 
 def digest(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -59,7 +50,7 @@ class PolicyState:
             "advisor": self.advisor,
             "applied_at": self.applied_at,
         }
-        _write_atomically(state_dir / "policy.json", json.dumps(data, indent=2))
+        write_atomically(state_dir / "policy.json", json.dumps(data, indent=2))
 
 
 def diff(old: PolicyDocument | None, new: PolicyDocument | None) -> dict[str, list[str]]:

@@ -286,7 +286,7 @@ def expand_source(text: str) -> str:
 
 def bpf_source(bpf_dir: Path, file: str) -> str:
     """bpf/<file> as BCC is to compile it."""
-    return expand_source((bpf_dir / file).read_text())
+    return expand_source(bpf_headers.read_source(bpf_dir / file))
 
 
 # clang flags for every program: an unused variable is an error (the helpers once drifted)

@@ -109,6 +109,45 @@ def test_new_process_is_pinned_by_the_controller(env, threader, tmp_path):
             controller.kill()
 
 
+def _daemon(values: dict) -> subprocess.Popen:
+    return subprocess.Popen([str(Path(os.sys.executable).parent / "llamas"), "run", "--advisor", "none"],
+                            env={**os.environ, **values}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_daemon_starts_with_no_policy_and_keeps_the_one_applied_later(env, threader, tmp_path):
+    """The way a service starts at boot: `llamas run` first, `llamas policy apply` later from
+    another shell; a second daemon on the same state directory refuses, naming the first."""
+    values, _ = env
+    daemon = _daemon(values)
+    try:
+        assert wait_for_line(daemon.stderr, "waiting for llamas policy apply", 60), "daemon did not start"
+        second = llamas("run", "--advisor", "none", env=values)
+        assert second.returncode == 2 and f"(pid {daemon.pid})" in second.stderr, second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+        applied = llamas("policy", "apply", str(policy(tmp_path, pin_rule("lt-after"))), env=values)
+        assert applied.returncode == 0, applied.stderr
+        started = time.monotonic()
+        child = Child(threader, "lt-after", tmp_path)  # started after the apply: the daemon's to pin
+        try:
+            while any(mask != {1} for mask in child.masks().values()):
+                assert time.monotonic() - started < 1.0, "not kept in force within 1 s"
+                time.sleep(0.01)
+            child.spawn_thread()
+            assert all(mask == {1} for mask in child.masks().values())
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=30)
+            restored = child.masks()
+            child.close()
+        assert all(mask == ALL_CPUS for mask in restored.values()), "SIGTERM must roll back"
+        shown = json.loads(llamas("policy", "show", "--json", env=values).stdout)
+        assert shown["in_force"] is False and shown["generation"] == 1
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+
+
 def test_denylisted_and_out_of_scope_processes_stay_untouched(env, threader, tmp_path):
     values, config = env
     (config / "config.toml").write_text('[guardrails]\ndeny_comm = ["lt-denied"]\n'

@@ -1,0 +1,93 @@
+"""Who may write a state directory, and when.
+
+Two locks, both flock(2) on files in the state directory, so they are released by the kernel
+when their holder dies (kill -9 included) and never need cleaning up:
+
+- `run.lock` is held by `llamas run` for as long as it runs: one daemon per state directory. It
+  holds the daemon's pid, so a second one can say whose it is.
+- `state.lock` is held for the length of each change to the state (an apply, a rollback, a
+  journal write), by whichever process makes it: the daemon and `llamas policy apply|rollback`
+  from another shell take turns, so a generation number is never given out twice and the audit
+  log, policy.json and the maps always describe the same generation.
+
+`state_lock` is re-entrant within a process (an apply that pins threads writes the journal
+under the lock it already holds): flock locks belong to an open file, and a second open of the
+same file in the same process would wait for itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from llamas_ebpf.errors import LlamasError
+
+_held: dict[Path, tuple[int, int]] = {}  # lock file -> (fd, depth)
+
+
+@contextlib.contextmanager
+def state_lock(state_dir: Path) -> Iterator[None]:
+    path = (state_dir / "state.lock").resolve()
+    held = _held.get(path)
+    if held is not None:
+        _held[path] = (held[0], held[1] + 1)
+        try:
+            yield
+        finally:
+            fd, depth = _held[path]
+            _held[path] = (fd, depth - 1)
+        return
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _held[path] = (fd, 1)
+        yield
+    finally:
+        _held.pop(path, None)
+        os.close(fd)  # releases the lock
+
+
+class RunLock:
+    """The daemon's lock on a state directory, for its whole life."""
+
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = state_dir / "run.lock"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise LlamasError(f"another llamas run (pid {holder}) is using {state_dir}: one daemon per "
+                              f"state directory (LLAMAS_STATE_DIR)") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = -1
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace a state file whole: a uniquely named temporary file beside it, fsynced, renamed
+    over it, so a reader sees the old file or the new one and two writers never share a file."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
