@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from llamas_ebpf.commands import audit, devices, doctor, observe, policy, run, top
+from llamas_ebpf.commands import audit, devices, doctor, observe, policy, run, service, top
 from llamas_ebpf.errors import LlamasError
 
 app = typer.Typer(
@@ -43,6 +43,7 @@ app.add_typer(policy.app, name="policy")
 app.command()(run.run)
 app.command()(top.top)
 app.command()(audit.audit)
+app.add_typer(service.app, name="service")
 
 
 def main() -> None:

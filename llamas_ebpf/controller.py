@@ -69,6 +69,25 @@ class Watch:
     samples: list[dict[int, float]] = field(default_factory=list)
 
 
+@dataclass
+class Activity:
+    """What the controller did since it started, for the metrics."""
+
+    decisions: dict[str, int] = field(default_factory=dict)  # outcome -> count
+    reverts: int = 0
+    llm_calls: int = 0
+    llm_input_tokens: int = 0
+    llm_output_tokens: int = 0
+    llm_cost_usd: float = 0.0
+
+    def decided(self, outcome: str, advice: Advice) -> None:
+        self.decisions[outcome] = self.decisions.get(outcome, 0) + 1
+        self.llm_calls += advice.usage.calls
+        self.llm_input_tokens += advice.usage.input_tokens
+        self.llm_output_tokens += advice.usage.output_tokens
+        self.llm_cost_usd += advice.usage.cost_usd
+
+
 def judged_pids(doc: PolicyDocument, taken: dict[int, int], cpu_node: dict[int, int | None],
                 node_cpus: dict[int, list[int]]) -> list[int]:
     """Processes whose rule aims at locality."""
@@ -100,6 +119,8 @@ class Controller:
         self.description_texts = description_texts or {}
         self.say = say
         self.watch: Watch | None = None
+        self.activity = Activity()
+        self.last_snapshot: Snapshot | None = None
         self.reload_requested = False  # set by SIGHUP; acted on between intervals
         self.on_reload: Callable[[Controller], None] | None = None
 
@@ -141,6 +162,7 @@ class Controller:
         for _ in paced(self.options.interval, duration=seconds, wait=self._wait):
             if self.sensor is not None:
                 snap = self.sensor.collect()
+                self.last_snapshot = snap
                 snaps.append(snap)
                 self.measure(snap)
         return snaps
@@ -186,6 +208,7 @@ class Controller:
             after=round(after, 4), revert_s=round(latency, 3),
             reverted_document=watch.document.model_dump(by_alias=True, exclude_none=True),
             restored_generation=self.enforcer.state.generation if watch.previous is not None else None)
+        self.activity.reverts += 1
         self.say(f"reverted generation {watch.generation} in {latency:.2f} s: {reason}")
         self._end_watch()
 
@@ -210,7 +233,11 @@ class Controller:
             advice.usage = first.usage
             advice.unavailable = None
             advice.rationale = f"fallback after: {first.unavailable}. {advice.rationale}"
-        return self._act(advice, window, given, time.perf_counter() - started)
+        entry = self._act(advice, window, given, time.perf_counter() - started)
+        event = entry.get("event")
+        self.activity.decided("applied" if event == "apply" else "refused" if event == "refused"
+                              else str(entry.get("outcome")), advice)
+        return entry
 
     def _act(self, advice: Advice, window: WindowSummary, given: AdvisorInput,
              seconds: float) -> dict[str, Any]:

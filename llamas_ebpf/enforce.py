@@ -71,6 +71,9 @@ class Enforcer:
         self.queue: dict[int, list[tuple[int, int, int]]] = {}  # tgid -> (start, end, node) to place
         self.cold = ColdTracker()
         self.rule_of: dict[int, int] = {}
+        # since this process started, for the metrics
+        self.threads_pinned_total = 0
+        self.pages_moved_total = 0
         self._take(self.state)
 
     def _take(self, state: PolicyState) -> None:
@@ -181,7 +184,9 @@ class Enforcer:
             self.queue[tgid] = [(start, end, rule.home_node) for start, end in resident_regions(tgid)]
             if rule.demote_node >= 0:
                 self.cold.mark(tgid)  # coldness is measured from now
-        return self.affinity.enforce(tgid, set(rule.cpus)) if rule.cpus else 0
+        pinned = self.affinity.enforce(tgid, set(rule.cpus)) if rule.cpus else 0
+        self.threads_pinned_total += pinned
+        return pinned
 
     def hot_region(self, tgid: int, rule_index: int, region: int) -> None:
         """A region the kernel side saw faulting hard: place it before the rest."""
@@ -246,6 +251,7 @@ class Enforcer:
                 del pending[:take]
             if not pending:
                 del self.queue[tgid]
+        self.pages_moved_total += moved
         return moved
 
     def sweep(self) -> int:
@@ -294,6 +300,7 @@ class RequestServer:
             if rule < len(enforcer.compiled) and policy_compile.touchable(tgid, enforcer.guard):
                 cpus = enforcer.compiled[rule].cpus
                 if cpus and enforcer.affinity.enforce_thread(tgid, tid, set(cpus)):
+                    enforcer.threads_pinned_total += 1
                     enforcer.journal.save()
         elif kind == REQ_HOT_REGION:
             if policy_compile.touchable(tgid, enforcer.guard):

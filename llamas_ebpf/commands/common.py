@@ -18,6 +18,7 @@ from llamas_ebpf.errors import LlamasError
 from llamas_ebpf.paths import Paths
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
     from rich.console import Console
 
     from llamas_ebpf.advise.base import Advisor
@@ -36,6 +37,29 @@ ModelOption = Annotated[
     str | None,
     typer.Option("--model", envvar="LLAMAS_MODEL", help="Claude model (default: a current Sonnet)."),
 ]
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets) as (host, port)."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise LlamasError(f"--metrics {text!r}: give HOST:PORT, e.g. 127.0.0.1:9464")
+    return host, int(port)
+
+
+def serve_metrics(address: tuple[str, int], exporter: Collector) -> None:
+    """Serve the exporter's metrics (and this process's own CPU and memory) over HTTP, from a
+    thread of prometheus_client's."""
+    from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(exporter)
+    ProcessCollector(registry=registry)
+    try:
+        start_http_server(address[1], addr=address[0], registry=registry)
+    except OSError as exc:
+        raise LlamasError(f"--metrics {address[0]}:{address[1]}: {exc.strerror}") from None
 
 
 def devices_dir(given: Path | None, paths: Paths) -> Path:

@@ -30,6 +30,9 @@ def observe(
         typer.Option("--cuda-lib", help="The CUDA driver library (default: libcuda.so.1 via ldconfig)."),
     ] = None,
     json_out: JsonFlag = False,
+    fmt: Annotated[
+        str, typer.Option("--format", help="table, json (as --json) or openmetrics (Prometheus text).")
+    ] = "table",
     save: Annotated[
         Path | None, typer.Option("--save", help="Append each snapshot to FILE as a JSON line.")
     ] = None,
@@ -44,20 +47,38 @@ def observe(
     from llamas_ebpf.sense import Sensor, paced
     from llamas_ebpf.snapshot import save as save_snapshots
 
+    if fmt not in ("table", "json", "openmetrics"):
+        raise LlamasError(f"unknown format '{fmt}': table, json or openmetrics")
+    fmt = "json" if json_out else fmt
     if interval <= 0:
         raise LlamasError("interval must be a positive number of seconds")
     if count is not None and count < 1:
         raise LlamasError("count must be at least 1")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    exporter = registry = None
+    if fmt == "openmetrics":
+        from prometheus_client import CollectorRegistry
+
+        from llamas_ebpf.faces.metrics import Exporter
+
+        registry = CollectorRegistry()
+        exporter = Exporter()
+        registry.register(exporter)
     with Sensor(pids=pid, cgroups=cgroup, cuda_lib=cuda_lib, bpf_stats=bpf_stats) as sensor:
-        if not json_out:
+        if fmt == "table":
             print(f"Tracing faults, NUMA misses, migrations, GPU calls every {interval:g}s. Ctrl-C to end.",
                   file=sys.stderr)
         for _ in paced(interval, count=count):
             snap = sensor.collect()
             if save is not None:
                 save_snapshots([snap], save)
-            if json_out:
+            if exporter is not None and registry is not None:
+                from prometheus_client.openmetrics.exposition import generate_latest
+
+                exporter.observe(snap)
+                sys.stdout.write(generate_latest(registry).decode())
+                sys.stdout.flush()
+            elif fmt == "json":
                 print(snap.to_json(), flush=True)
             else:
                 print(render(snap, top or None), flush=True)

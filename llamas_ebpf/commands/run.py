@@ -19,8 +19,10 @@ from llamas_ebpf.commands.common import (
     build_advisor,
     devices_dir,
     in_background,
+    listen_address,
     open_enforcer,
     require_key,
+    serve_metrics,
 )
 from llamas_ebpf.commands.policy import apply_file, say_applied
 from llamas_ebpf.errors import LlamasError
@@ -58,6 +60,10 @@ def run(
     revert_threshold: Annotated[
         float, typer.Option("--revert-threshold", help="Remote-fraction rise that reverts a generation.")
     ] = 0.2,
+    metrics: Annotated[
+        str | None,
+        typer.Option("--metrics", help="Serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9464)."),
+    ] = None,
 ) -> None:
     """Keep placement policy in force: observe, ask the advisor every window, validate, apply,
     measure, revert what made things worse. SIGINT/SIGTERM roll back unless --keep (or --once)."""
@@ -80,6 +86,7 @@ def run(
         raise LlamasError(f"unknown fallback '{fallback}': keep or heuristic")
     if interval <= 0 or (decide_every is not None and decide_every < interval):
         raise LlamasError("--interval must be positive and --decide-every at least one interval")
+    metrics_at = listen_address(metrics) if metrics is not None else None
     deciding = advisor != "none"
     if not deciding and (dry_run or once):
         raise LlamasError("--dry-run and --once need an advisor: heuristic, claude or replay")
@@ -123,6 +130,10 @@ def run(
         controller = Controller(enforcer, sensor, server, chosen, inventory, options, texts(devices),
                                 fallback=backup)
         controller.on_reload = lambda c: _reload(c, paths, devices)
+        if metrics_at is not None:
+            from llamas_ebpf.faces.metrics import Exporter
+
+            serve_metrics(metrics_at, Exporter(controller))
         signal.signal(signal.SIGHUP, lambda *_: setattr(controller, "reload_requested", True))
         state = enforcer.state
         if chosen is None:
@@ -145,6 +156,7 @@ def run(
         if sensor is not None:
             sensor.close()
         notify("STOPPING=1")
+        enforcer.refresh()  # a generation applied from another shell a moment ago goes too
         if not (keep or once or dry_run) and enforcer.state.document is not None:
             restored = enforcer.rollback("controller stopped")
             print(f"llamas: rolled back; {restored} threads restored", file=sys.stderr)

@@ -9,6 +9,7 @@ end, so any later version starts with that same layout, and is read with it here
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from pathlib import Path
@@ -109,8 +110,13 @@ class TaskStatsProbe(Probe):
         self.socket: _Client | None = _Client()
         self.saved_delayacct: str | None = None
         if DELAYACCT.exists() and DELAYACCT.read_text().strip() == "0":
-            self.saved_delayacct = "0"
-            DELAYACCT.write_text("1")
+            try:
+                DELAYACCT.write_text("1")
+            except OSError as exc:  # a sysctl write needs CAP_SYS_ADMIN
+                self.close()
+                raise RuntimeError("kernel.task_delayacct is off and cannot be turned on: "
+                                   f"{exc.strerror}") from None
+            self.saved_delayacct = "0"  # put back at close
         self._prev: dict[int, tuple[int, ...]] = {}
 
     def collect(self, out: SnapshotBuilder) -> None:
@@ -144,5 +150,6 @@ class TaskStatsProbe(Probe):
             self.socket = None
         saved = getattr(self, "saved_delayacct", None)
         if saved is not None:
-            DELAYACCT.write_text(saved)
+            with contextlib.suppress(OSError):
+                DELAYACCT.write_text(saved)
             self.saved_delayacct = None

@@ -42,6 +42,16 @@ def toucher(toucher_binary: Path) -> Iterator[Toucher]:
         child.close()
 
 
+@pytest.fixture
+def busy(toucher_binary, tmp_path):
+    binary = tmp_path / "lt-busy"
+    shutil.copy(toucher_binary, binary)
+    child = Toucher(binary)
+    child.touch("write", 256)
+    yield child
+    child.close()
+
+
 def llamas(*args: str, env: dict | None = None, user: str | None = None) -> subprocess.CompletedProcess:
     command = [str(Path(sys.executable).parent / "llamas"), *args]
     if user:

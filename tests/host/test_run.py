@@ -47,16 +47,6 @@ def _run(values: dict, *args: str):
     return llamas("run", "--once", "--decide-every", "1", "--devices", str(DEVICES), *args, env=values)
 
 
-@pytest.fixture
-def busy(toucher_binary, tmp_path):
-    binary = tmp_path / "lt-busy"
-    shutil.copy(toucher_binary, binary)
-    child = Toucher(binary)
-    child.touch("write", 256)
-    yield child
-    child.close()
-
-
 def test_claude_tool_use_is_applied_and_logged(claude_env, busy):
     values, _config, with_server = claude_env
     with MessagesServer([("tool", _doc(_pin(busy.pid), rationale="pin the busy one"))]) as server:
