@@ -12,7 +12,7 @@ from llamas_ebpf.commands import audit, devices, doctor, observe, policy, run, s
 from llamas_ebpf.errors import LlamasError
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Memory and CPU placement for tiered-memory hosts, from BPF telemetry.",

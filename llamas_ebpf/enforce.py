@@ -26,7 +26,7 @@ from llamas_ebpf.kernel import mounts
 from llamas_ebpf.paths import Paths
 from llamas_ebpf.policy import compile as policy_compile
 from llamas_ebpf.policy.document import PolicyDocument
-from llamas_ebpf.policy.lock import state_lock
+from llamas_ebpf.policy.lock import state_lock, tighten
 from llamas_ebpf.policy.maps import CTL_EPOCH, FLAG_EXE_RULES, CompiledRule, PolicyMaps
 from llamas_ebpf.policy.state import AuditLog, PolicyState, diff, digest
 from llamas_ebpf.policy.validate import HostFacts, validate
@@ -58,6 +58,7 @@ class Enforcer:
         if os.geteuid() != 0:
             raise LlamasError("not root: policy maps and affinity changes need root")
         mounts.ensure_mounted()
+        tighten(paths.state_dir)
         self.paths, self.guard, self.host = paths, guard, host
         self.maps = PolicyMaps.open(paths.pin_dir, create=True)
         self.journal = Journal(paths.state_dir / "originals.json")
@@ -282,12 +283,21 @@ class RequestServer:
         self.served = {REQ_CLASSIFIED: 0, REQ_VIOLATION: 0, REQ_HOT_REGION: 0, REQ_EXEC: 0}
         self.handling_s = 0.0  # time spent serving requests, for the cost per request
         self.epoch = 0
+        # A signal that stops the daemon must not raise inside a request: BCC calls
+        # _on_request through ctypes, which prints and drops any exception raised there, the
+        # KeyboardInterrupt of SIGTERM included, and the daemon would go on (a CI run here
+        # outlived its SIGTERM that way). The handler sets stop_requested instead, and serve()
+        # raises once the callback has returned.
+        self.in_request = False
+        self.stop_requested = False
 
     def _on_request(self, _ctx: object, data: int, _size: int) -> None:
         started = time.perf_counter()
+        self.in_request = True
         try:
             self._serve(self.bpf["requests"].event(data))
         finally:
+            self.in_request = False
             self.handling_s += time.perf_counter() - started
 
     def _serve(self, request: Any) -> None:
@@ -324,6 +334,8 @@ class RequestServer:
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             self.bpf.ring_buffer_poll(max(int(min(left, 0.1) * 1000), 1))
+            if self.stop_requested:
+                raise KeyboardInterrupt
 
     def program_fds(self) -> list[int]:
         return [fn.fd for fn in self.bpf.funcs.values()]

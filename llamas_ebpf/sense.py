@@ -85,6 +85,29 @@ def cgroup_id(path: Path) -> int:
         raise LlamasError(f"cgroup {full}: {exc.strerror}") from None
 
 
+def probe_options(pids: list[int] | None = None, cgroups: list[Path] | None = None,
+                  cuda_lib: Path | None = None, bpf_dir: Path | None = None) -> ProbeOptions:
+    return ProbeOptions(
+        bpf_dir=bpf_dir or Paths.from_env().bpf_dir,
+        pids=list(pids or []),
+        cgroup_ids=[cgroup_id(p) for p in cgroups or []],
+        cuda_lib=cuda_lib,
+        cpu_to_node=nodes.cpu_to_node(),
+        pfn_ranges=nodes.pfn_ranges(),
+    )
+
+
+def program_text(only: set[str] | None = None, pids: list[int] | None = None,
+                 cgroups: list[Path] | None = None, cuda_lib: Path | None = None) -> str:
+    """The BPF C a Sensor with these arguments would load, each probe under its first method the
+    capabilities allow, without loading it (bcc's --ebpf)."""
+    caps = features.probe()
+    require_bpf(caps)
+    options = probe_options(pids, cgroups, cuda_lib)
+    chosen = [cls(options) for cls in PROBES if only is None or cls.name in only]
+    return bundle.source_text(chosen, caps, options.bpf_dir)
+
+
 class Sensor:
     def __init__(
         self,
@@ -104,16 +127,9 @@ class Sensor:
             mounts.ensure_mounted()
         self.caps = features.probe()
         require_bpf(self.caps)
-        self.cpu_to_node = nodes.cpu_to_node()
+        self.options = probe_options(pids, cgroups, cuda_lib, bpf_dir)
+        self.cpu_to_node = self.options.cpu_to_node
         self.node_ids = nodes.node_ids()
-        self.options = ProbeOptions(
-            bpf_dir=bpf_dir or Paths.from_env().bpf_dir,
-            pids=list(pids or []),
-            cgroup_ids=[cgroup_id(p) for p in cgroups or []],
-            cuda_lib=cuda_lib,
-            cpu_to_node=self.cpu_to_node,
-            pfn_ranges=nodes.pfn_ranges(),
-        )
         self.detail_top = detail_top
         self.detail_pids: set[int] = set()
         self.rule_cpus = rule_cpus

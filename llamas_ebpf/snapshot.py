@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
@@ -168,14 +168,24 @@ class Snapshot:
 _ADAPTER = TypeAdapter(Snapshot)
 
 
-def save(snapshots: list[Snapshot], path: Path) -> None:
-    with open(path, "a") as out:
-        for snap in snapshots:
-            out.write(snap.to_json() + "\n")
+HOST_SCHEMA = "llamas.host/v1"  # a line that records the host (llamas_ebpf/devices/recording.py)
 
 
-def load(path: Path) -> Iterator[Snapshot]:
-    """Snapshots from a file written by `llamas observe --save` (JSON lines)."""
+def save(snapshots: list[Snapshot], path: Path, header: str | None = None) -> None:
+    """Append snapshots to a JSON-lines file, after `header` (a host record) when given."""
+    try:
+        with open(path, "a") as out:
+            if header is not None:
+                out.write(header + "\n")
+            for snap in snapshots:
+                out.write(snap.to_json() + "\n")
+    except OSError as exc:
+        raise LlamasError(f"{path}: {exc.strerror}") from None
+
+
+def load(path: Path, hosts: list[dict[str, Any]] | None = None) -> Iterator[Snapshot]:
+    """Snapshots from a file written by `llamas observe --save` (JSON lines). Host records are
+    handed to `hosts` (in file order), when given, and otherwise skipped."""
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
@@ -183,6 +193,15 @@ def load(path: Path) -> Iterator[Snapshot]:
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        if line.startswith(f'{{"schema": "{HOST_SCHEMA}"'):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise LlamasError(f"{path}:{number}: not a llamas host record ({exc})") from None
+            if isinstance(record, dict) and record.get("schema") == HOST_SCHEMA:
+                if hosts is not None:
+                    hosts.append(record)
+                continue
         try:
             yield Snapshot.from_json(line)
         except (ValidationError, json.JSONDecodeError) as exc:

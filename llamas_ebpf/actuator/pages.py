@@ -64,7 +64,8 @@ class PageJournal:
 
     def record(self, pid: int, moves: list[tuple[int, int]]) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(self.path, "a") as out:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "a") as out:
             out.write(json.dumps({"pid": pid, "pages": moves}) + "\n")
             out.flush()
             os.fsync(out.fileno())

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,8 +21,10 @@ from llamas_ebpf.commands.common import (
     devices_dir,
     in_background,
     require_key,
+    seconds,
     stderr_console,
 )
+from llamas_ebpf.commands.common import pids as check_pids
 from llamas_ebpf.errors import LlamasError
 
 if TYPE_CHECKING:
@@ -51,6 +54,32 @@ def observe_for(duration: float, pids: list[int], probes: set[str]) -> list[Snap
     return snaps
 
 
+def _judged_host(sysfs_root: Path | None, hosts: list[dict[str, Any]], tmp: Path, devices: Path,
+                 files: list[str]) -> tuple[Path, str | None]:
+    """The sysfs root to judge against, and how to name it: a captured tree given with
+    --sysfs-root, else the host the recording names (restored into `tmp`), else this one."""
+    from llamas_ebpf.devices.recording import HostRecord, changed_descriptions
+
+    if sysfs_root is not None:
+        if not (sysfs_root / "sys/devices/system").is_dir():
+            raise LlamasError(f"{sysfs_root} holds no sys/devices/system: not a sysfs root")
+        return sysfs_root, f"the captured host in {sysfs_root}"
+    if not hosts:
+        return Path("/"), None  # live, or a recording from before hosts were recorded: this host
+    recorded = [HostRecord.from_dict(h, ", ".join(files)) for h in hosts]
+    first = recorded[0]
+    names = sorted({r.host for r in recorded})
+    if len(names) > 1:
+        print(f"llamas: the snapshots come from {len(names)} hosts ({', '.join(names)}); judging against the "
+              f"first, {first.host}", file=sys.stderr)
+    changed = changed_descriptions(first, devices)
+    if changed:
+        print(f"llamas: device descriptions differ from those {first.host} had: {', '.join(changed)}",
+              file=sys.stderr)
+    kernel = first.kernel
+    return first.restore(tmp), f"{first.host} (kernel {kernel}, as recorded)"
+
+
 def audit(
     duration: Annotated[float, typer.Option("--duration", help="Seconds to observe.")] = 30.0,
     snapshot: Annotated[
@@ -65,6 +94,11 @@ def audit(
     ] = None,
     model: ModelOption = None,
     save: Annotated[Path | None, typer.Option("--save", help="Also append the snapshots to FILE.")] = None,
+    sysfs_root: Annotated[
+        Path | None,
+        typer.Option("--sysfs-root", help="Judge against this captured host (devices --capture) instead of "
+                     "the one the snapshots recorded."),
+    ] = None,
 ) -> None:
     """A one-shot report: observe, inventory, ask the advisor, write findings and a recommended
     policy (validated, not applied)."""
@@ -75,6 +109,7 @@ def audit(
     from llamas_ebpf.advise.summary import summarize
     from llamas_ebpf.devices.descriptions import texts
     from llamas_ebpf.devices.inventory import discover
+    from llamas_ebpf.devices.recording import record
     from llamas_ebpf.faces import audit as face
     from llamas_ebpf.kernel import features
     from llamas_ebpf.paths import Paths
@@ -84,29 +119,32 @@ def audit(
         raise LlamasError(f"unknown format '{fmt}': md, html or json")
     if advisor not in ("heuristic", "claude"):
         raise LlamasError(f"unknown advisor '{advisor}': heuristic or claude")
-    if duration <= 0:
-        raise LlamasError("--duration must be positive")
+    seconds("--duration", duration)
+    check_pids("-p", pids)
     paths = Paths.from_env()
     settings = config.load(paths)
     devices = devices_dir(given_devices, paths)
     live = not snapshot
-    inventory = discover(devices_dir=devices)
+    hosts: list[dict[str, Any]] = []
+    if not live:
+        snaps = [snap for path in snapshot or [] for snap in snapshot_mod.load(path, hosts)]
+        if not snaps:
+            raise LlamasError("the snapshot files hold no snapshots")
+    with tempfile.TemporaryDirectory(prefix="llamas-recorded-") as tmp:
+        root, judged = _judged_host(sysfs_root, hosts, Path(tmp), devices, [str(p) for p in snapshot or []])
+        inventory = discover(root, devices)
+        host = HostFacts.from_host(root)
+    if judged:
+        inventory.host = judged
+        print(f"llamas: judging against {judged}", file=sys.stderr)
     if advisor == "claude":  # the SDK's import is slow on a slow machine: beside the observation
         require_key()
         claude = in_background(lambda: build_advisor("claude", settings.llm, paths, model, None))
     if live:
         snaps = observe_for(duration, pids or [], advisor_probes(inventory))
         if save is not None:
-            try:
-                snapshot_mod.save(snaps, save)
-            except OSError as exc:
-                raise LlamasError(f"{save}: {exc.strerror}") from None
-    else:
-        snaps = [snap for path in snapshot or [] for snap in snapshot_mod.load(path)]
-        if not snaps:
-            raise LlamasError("the snapshot files hold no snapshots")
+            snapshot_mod.save(snaps, save, record(devices).to_json())
     window = summarize(snaps)
-    host = HostFacts.from_host()
     given = AdvisorInput(inventory, window, None, [], settings.guardrails, host, texts(devices))
     if advisor == "claude":
         chosen = claude()

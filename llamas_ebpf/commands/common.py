@@ -6,6 +6,7 @@ at start-up, and under the lab's TCG an import costs seconds."""
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print data as JSON.")]
+EbpfFlag = Annotated[bool, typer.Option("--ebpf", help="Print the BPF C that would be loaded, and exit.")]
 DevicesOption = Annotated[
     Path | None,
     typer.Option("--devices", help="Device descriptions (*.toml); default $LLAMAS_CONFIG_DIR/devices."),
@@ -37,6 +39,19 @@ ModelOption = Annotated[
     str | None,
     typer.Option("--model", envvar="LLAMAS_MODEL", help="Claude model (default: a current Sonnet)."),
 ]
+
+
+def seconds(name: str, value: float | None) -> None:
+    """A duration given on the command line: a finite, positive number (nan and inf are floats
+    too, and would make a loop spin or never end)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise LlamasError(f"{name} must be a positive number of seconds, not {value}")
+
+
+def pids(name: str, values: list[int] | None) -> None:
+    bad = [p for p in values or [] if p < 1]
+    if bad:
+        raise LlamasError(f"{name} {bad[0]}: a process id is a positive number")
 
 
 def listen_address(text: str) -> tuple[str, int]:

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from llamas_ebpf.commands.common import JsonFlag
+from llamas_ebpf.commands.common import EbpfFlag, JsonFlag
 
 
 def report() -> dict[str, Any]:
@@ -43,9 +43,13 @@ def report() -> dict[str, Any]:
     }
 
 
-def doctor(json_out: JsonFlag = False) -> None:
+def doctor(json_out: JsonFlag = False, ebpf: EbpfFlag = False) -> None:
     """What this kernel supports, and which attach method each probe uses and why."""
     from llamas_ebpf.faces import doctor as face
+    from llamas_ebpf.sense import program_text
 
+    if ebpf:
+        print(program_text())
+        return
     data = report()
     print(json.dumps(data, indent=2) if json_out else face.render(data))

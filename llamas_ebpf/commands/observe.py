@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from llamas_ebpf.commands.common import JsonFlag
+from llamas_ebpf.commands.common import EbpfFlag, JsonFlag, devices_dir, seconds
+from llamas_ebpf.commands.common import pids as check_pids
 from llamas_ebpf.errors import LlamasError
 
 
@@ -41,17 +42,25 @@ def observe(
         bool,
         typer.Option("--bpf-stats", help="Measure BPF run time per event (BPF_ENABLE_STATS; adds cost)."),
     ] = False,
+    ebpf: EbpfFlag = False,
 ) -> None:
     """Show what the probes count, per process and per interval."""
+    from llamas_ebpf.devices.recording import record
     from llamas_ebpf.faces.observe import render
+    from llamas_ebpf.paths import Paths
     from llamas_ebpf.sense import Sensor, paced
     from llamas_ebpf.snapshot import save as save_snapshots
 
+    if ebpf:
+        from llamas_ebpf.sense import program_text
+
+        print(program_text(None, pid, cgroup, cuda_lib))
+        return
     if fmt not in ("table", "json", "openmetrics"):
         raise LlamasError(f"unknown format '{fmt}': table, json or openmetrics")
     fmt = "json" if json_out else fmt
-    if interval <= 0:
-        raise LlamasError("interval must be a positive number of seconds")
+    seconds("interval", interval)
+    check_pids("-p", pid)
     if count is not None and count < 1:
         raise LlamasError("count must be at least 1")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -68,10 +77,12 @@ def observe(
         if fmt == "table":
             print(f"Tracing faults, NUMA misses, migrations, GPU calls every {interval:g}s. Ctrl-C to end.",
                   file=sys.stderr)
+        header = record(devices_dir(None, Paths.from_env())).to_json() if save is not None else None
         for _ in paced(interval, count=count):
             snap = sensor.collect()
             if save is not None:
-                save_snapshots([snap], save)
+                save_snapshots([snap], save, header)
+                header = None  # once per run, before its first snapshot
             if exporter is not None and registry is not None:
                 from prometheus_client.openmetrics.exposition import generate_latest
 

@@ -55,7 +55,11 @@ def show(json_out: JsonFlag = False) -> None:
     from llamas_ebpf.paths import Paths
     from llamas_ebpf.policy.state import PolicyState
 
-    state = PolicyState.load(Paths.from_env().state_dir)
+    state_dir = Paths.from_env().state_dir
+    try:
+        state = PolicyState.load(state_dir)
+    except OSError as exc:
+        raise LlamasError(f"{state_dir}: {exc.strerror} (the state is root's)") from None
     if json_out:
         doc = json.loads(state.document.to_json()) if state.document else None
         print(json.dumps({"generation": state.generation, "in_force": doc is not None, "digest": state.digest,
@@ -106,7 +110,14 @@ def history(json_out: JsonFlag = False) -> None:
     from llamas_ebpf.paths import Paths
     from llamas_ebpf.policy.state import AuditLog
 
-    entries = AuditLog(Paths.from_env().state_dir).entries()
+    log = AuditLog(Paths.from_env().state_dir)
+    try:
+        entries = log.entries()
+    except OSError as exc:
+        raise LlamasError(f"{log.path}: {exc.strerror}") from None
+    if log.torn:
+        print(f"llamas: {log.path}: {log.torn} lines do not read back (a write cut short); skipped",
+              file=sys.stderr)
     if json_out:
         print(json.dumps(entries, indent=2))
     elif entries:

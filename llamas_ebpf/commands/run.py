@@ -14,6 +14,7 @@ import typer
 
 from llamas_ebpf.commands.common import (
     DevicesOption,
+    EbpfFlag,
     ModelOption,
     advisor_probes,
     build_advisor,
@@ -22,6 +23,7 @@ from llamas_ebpf.commands.common import (
     listen_address,
     open_enforcer,
     require_key,
+    seconds,
     serve_metrics,
 )
 from llamas_ebpf.commands.policy import apply_file, say_applied
@@ -29,14 +31,25 @@ from llamas_ebpf.errors import LlamasError
 
 if TYPE_CHECKING:
     from llamas_ebpf.controller import Controller
+    from llamas_ebpf.enforce import RequestServer
     from llamas_ebpf.paths import Paths
 
 ADVISORS = ("heuristic", "claude", "replay", "none")
 
 
-def _stop(_signum: int, _frame: object) -> None:
-    """SIGTERM ends `llamas run` the way Ctrl-C does: through its rollback."""
-    raise KeyboardInterrupt
+class _Stop:
+    """SIGTERM and SIGINT end `llamas run` through its rollback: a KeyboardInterrupt, raised at
+    once, or, while the RequestServer is inside a request (where ctypes would drop it), as soon
+    as the request is done."""
+
+    def __init__(self) -> None:
+        self.server: RequestServer | None = None
+
+    def __call__(self, _signum: int, _frame: object) -> None:
+        if self.server is not None and self.server.in_request:
+            self.server.stop_requested = True
+            return
+        raise KeyboardInterrupt
 
 
 def run(
@@ -60,6 +73,7 @@ def run(
     revert_threshold: Annotated[
         float, typer.Option("--revert-threshold", help="Remote-fraction rise that reverts a generation.")
     ] = 0.2,
+    ebpf: EbpfFlag = False,
     metrics: Annotated[
         str | None,
         typer.Option("--metrics", help="Serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9464)."),
@@ -84,8 +98,13 @@ def run(
         raise LlamasError("--advisor replay needs --replay AUDIT_LOG")
     if fallback not in (None, "keep", "heuristic"):
         raise LlamasError(f"unknown fallback '{fallback}': keep or heuristic")
-    if interval <= 0 or (decide_every is not None and decide_every < interval):
+    seconds("--interval", interval)
+    seconds("--decide-every", decide_every)
+    if decide_every is not None and decide_every < interval:
         raise LlamasError("--interval must be positive and --decide-every at least one interval")
+    if ebpf:
+        _print_programs(advisor, devices_dir(given_devices, Paths.from_env()))
+        return
     metrics_at = listen_address(metrics) if metrics is not None else None
     deciding = advisor != "none"
     if not deciding and (dry_run or once):
@@ -120,10 +139,12 @@ def run(
                       dry_run=dry_run, once=once, revert_threshold=revert_threshold)
     sensor = server = None
     failed = False
-    signal.signal(signal.SIGTERM, _stop)
+    stop = _Stop()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         sensor = Sensor(only=advisor_probes(inventory)) if prepared is not None else None
-        server = RequestServer(enforcer, paths.bpf_dir)
+        server = stop.server = RequestServer(enforcer, paths.bpf_dir)
         chosen = prepared() if prepared is not None else None
         backup = HeuristicAdvisor() if fallback == "heuristic" and advisor not in ("heuristic", "none") \
             else None
@@ -165,6 +186,20 @@ def run(
             lock.close()
     if failed:
         raise typer.Exit(1)
+
+
+def _print_programs(advisor: str, devices: Path) -> None:
+    """What `run` would load: the sensor's probes (with an advisor) and bpf/enforce.c."""
+    from llamas_ebpf.devices.inventory import discover
+    from llamas_ebpf.paths import Paths
+    from llamas_ebpf.probes.base import bpf_source
+    from llamas_ebpf.sense import program_text
+
+    paths = Paths.from_env()
+    if advisor != "none":
+        print(program_text(advisor_probes(discover(devices_dir=devices))))
+        print()
+    print(f'#define PIN_DIR "{paths.pin_dir}"\n' + bpf_source(paths.bpf_dir, "enforce.c"))
 
 
 def _reload(controller: Controller, paths: Paths, devices: Path) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from llamas_ebpf.commands.common import seconds
 from llamas_ebpf.errors import LlamasError
 
 if TYPE_CHECKING:
@@ -93,8 +94,7 @@ def top(
 
     if os.geteuid() != 0:
         raise LlamasError("not root: llamas top loads BPF programs (run it with sudo)")
-    if interval <= 0:
-        raise LlamasError("--interval must be positive")
+    seconds("--interval", interval)
     view = PolicyView(Paths.from_env().state_dir, {n.id: n.tier for n in discover_nodes(Path("/"))})
     console = Console()
     with Sensor(bpf_stats=bpf_stats, detail_top=40, rule_cpus=view.rule_cpus) as sensor:

@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+import re
 
-def parse(text: str) -> list[int]:
-    """Parse a kernel list; raises ValueError on anything else."""
+_ID = re.compile(r"[0-9]{1,9}")  # ASCII digits only: int() would take "0_1" and other scripts' digits too
+
+
+def _id(text: str, part: str) -> int:
+    if not _ID.fullmatch(text):
+        raise ValueError(f"bad id {part!r}")
+    return int(text)
+
+
+def parse(text: str, limit: int | None = None) -> list[int]:
+    """Parse a kernel list; raises ValueError on anything else. With `limit`, every id must be
+    below it, checked before a range is expanded (so "0-99999999" costs nothing)."""
     result: list[int] = []
     text = text.strip()
     if not text:
         return result
     for part in text.split(","):
         part = part.strip()
-        if "-" in part:
-            lo_text, hi_text = part.split("-", 1)
-            lo, hi = int(lo_text), int(hi_text)
-            if lo < 0 or hi < lo:
-                raise ValueError(f"bad range {part!r}")
-            result.extend(range(lo, hi + 1))
-        else:
-            value = int(part)
-            if value < 0:
-                raise ValueError(f"negative id {part!r}")
-            result.append(value)
+        lo_text, dash, hi_text = part.partition("-")
+        lo = _id(lo_text.strip(), part)
+        hi = _id(hi_text.strip(), part) if dash else lo
+        if hi < lo:
+            raise ValueError(f"bad range {part!r}")
+        if limit is not None and hi >= limit:
+            raise ValueError(f"{part!r} goes past CPU {limit - 1}")
+        result.extend(range(lo, hi + 1))
     return sorted(set(result))
 
 

@@ -30,7 +30,7 @@ CpuIds = Annotated[list[Annotated[int, Field(ge=0, lt=MAX_CPUS)]], Field(min_len
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # "100", true: not integers
 
 
 def _exactly_one(model: BaseModel, names: tuple[str, ...]) -> None:
@@ -85,7 +85,7 @@ class CpuSpec(_Strict):
     def _parse(cls, value: list[int] | str | None) -> list[int] | None:
         if isinstance(value, str):
             try:
-                parsed = cpulist.parse(value)
+                parsed = cpulist.parse(value, limit=MAX_CPUS)
             except ValueError as exc:
                 raise ValueError(f"not a CPU list like '0-7,12': {exc}") from None
             if not parsed:
@@ -136,7 +136,7 @@ class PolicyDocument(_Strict):
     rationale: Annotated[str, Field(max_length=4000)] = ""
     rules: Annotated[list[Rule], Field(max_length=MAX_RULES)]
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
     @model_validator(mode="after")
     def _unique_names(self) -> PolicyDocument:

@@ -48,8 +48,8 @@ def state_lock(state_dir: Path) -> Iterator[None]:
         _held[path] = (fd, 1)
         yield
     finally:
-        _held.pop(path, None)
-        os.close(fd)  # releases the lock
+        os.close(fd)  # releases the lock; closed before it is forgotten, so a signal between the
+        _held.pop(path, None)  # two can never leave this process waiting on its own lock
 
 
 class RunLock:
@@ -74,6 +74,16 @@ class RunLock:
             os.ftruncate(self.fd, 0)
             os.close(self.fd)
             self.fd = -1
+
+
+def tighten(state_dir: Path) -> None:
+    """The state directory 0700 and what is in it 0600, whatever umask or an older release left:
+    it holds the policy, the audit log (with the LLM's rationale) and the original masks."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    for path in state_dir.iterdir():
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o600)
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -66,17 +66,40 @@ def diff(old: PolicyDocument | None, new: PolicyDocument | None) -> dict[str, li
 class AuditLog:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "audit.jsonl"
+        self.torn = 0
 
     def append(self, event: str, **fields: object) -> dict[str, Any]:
+        """One fsynced line. A torn last line (a writer that died mid-write) is fenced off with a
+        newline first, so it stays one bad line instead of swallowing this record."""
         entry = {"time": time.time(), "event": event, **fields}
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(self.path, "a") as out:
-            out.write(json.dumps(entry, sort_keys=True) + "\n")
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "ab+") as out:
+            torn = False
+            if out.seek(0, os.SEEK_END) > 0:
+                out.seek(-1, os.SEEK_END)
+                torn = out.read(1) != b"\n"
+            out.write((b"\n" if torn else b"") + json.dumps(entry, sort_keys=True).encode() + b"\n")
             out.flush()
             os.fsync(out.fileno())
         return entry
 
     def entries(self) -> list[dict[str, Any]]:
+        """Every record that reads back; `torn` counts the lines that did not."""
+        self.torn = 0
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        out = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                self.torn += 1
+                continue
+            if isinstance(entry, dict):
+                out.append(entry)
+            else:
+                self.torn += 1
+        return out

@@ -107,6 +107,12 @@ def _parts(probes: list[Probe], caps: Capabilities) -> list[Part]:
     return parts
 
 
+def source_text(probes: list[Probe], caps: Capabilities, bpf_dir: Path) -> str:
+    """The BPF C the sensor would compile for these probes, as one text (--ebpf)."""
+    parts = _parts(probes, caps)
+    return "\n\n".join(part_text(bpf_dir, part) for part in parts)
+
+
 def build(probes: list[Probe], caps: Capabilities, bpf_dir: Path) -> Bundle:
     """Compile, load and bind the probes that can share one object. A probe the bundle does not
     carry is left untouched, for its own attach()."""

@@ -7,11 +7,15 @@ import json
 import os
 import subprocess
 
+from tests.conftest import ROOT
 from tests.guest.test_run_lab import DEVICES
 
 
 def test_audit_markdown_and_json_carry_the_misplaced_process(env, misplaced, tmp_path):
-    out, saved = tmp_path / "report.json", tmp_path / "snaps.jsonl"
+    out = tmp_path / "report.json"
+    # in .lab/, which the host reads: tests/lab/test_lab.py audits this recording there
+    saved = ROOT / ".lab" / "recorded-tiered.jsonl"
+    saved.unlink(missing_ok=True)
     result = subprocess.run(["llamas", "audit", "--duration", "3", "--format", "json", "-o", str(out),
                              "--devices", str(DEVICES), "--save", str(saved)],
                             env=env, capture_output=True, text=True, timeout=400)

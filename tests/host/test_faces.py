@@ -146,3 +146,28 @@ def test_audit_from_saved_snapshots_json_and_markdown(env, tmp_path):
     assert "llamas policy apply" in md.stdout
     # nothing was applied
     assert json.loads(llamas("policy", "show", "--json", env=values).stdout)["in_force"] is False
+
+
+def test_audit_of_another_hosts_recording_judges_that_host(env, tmp_path):
+    """A recording made on the 3-node tiered host (its sysfs facts beside its snapshots) is judged
+    as that host here, on one node: rules that name nodes 1 and 2 validate, memory demotes to
+    node 2. --sysfs-root names another host instead."""
+    from llamas_ebpf.devices.recording import record
+
+    values, _ = env
+    recorded = record(DEVICES, root=ROOT / "tests/fixtures/sysfs/lab-tiered")
+    recorded.host = "lab-tiered"
+    saved = tmp_path / "recorded.jsonl"
+    saved.write_text(recorded.to_json() + "\n" + (ROOT / "tests/fixtures/snapshots/pmem-readers-writers.jsonl").read_text())
+    out = tmp_path / "report.json"
+    result = llamas("audit", "--snapshot", str(saved), "--format", "json", "-o", str(out), "--devices", str(DEVICES),
+                    env=values)
+    assert result.returncode == 0, result.stderr
+    assert "judging against lab-tiered (kernel 6.12" in result.stderr
+    report = json.loads(out.read_text())
+    assert report["host"]["name"].startswith("lab-tiered") and len(report["inventory"]["nodes"]) == 3
+    assert report["policy_valid"], report["policy_errors"]
+    assert {r["memory"]["demote_node"] for r in report["policy"]["rules"] if "memory" in r} == {2}
+    single = llamas("audit", "--snapshot", str(saved), "--format", "json", "-o", str(out), "--devices", str(DEVICES),
+                    "--sysfs-root", str(ROOT / "tests/fixtures/sysfs/lab-pmem"), env=values)
+    assert single.returncode == 0 and "the captured host in" in single.stderr, single.stderr

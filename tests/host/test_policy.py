@@ -208,3 +208,31 @@ def test_hostile_documents_change_nothing(env, threader, tmp_path, case):
         assert all(mask == {1} for mask in child.masks().values())
     finally:
         child.close()
+
+
+def test_state_is_root_only_and_other_users_get_one_line(env, threader, tmp_path):
+    values, _ = env
+    state = Path(values["LLAMAS_STATE_DIR"])
+    state.mkdir(mode=0o755)
+    os.chmod(state, 0o755)  # as an older release or a loose umask left it
+    (state / "audit.jsonl").write_text("")
+    os.chmod(state / "audit.jsonl", 0o644)
+    child = Child(threader, "lt-modes", tmp_path)
+    try:
+        old = os.umask(0)
+        try:
+            result = llamas("policy", "apply", str(policy(tmp_path, pin_rule("lt-modes"))), env=values)
+        finally:
+            os.umask(old)
+        assert result.returncode == 0, result.stderr
+        assert oct(state.stat().st_mode & 0o777) == oct(0o700)
+        for path in state.iterdir():
+            if path.is_file():
+                assert oct(path.stat().st_mode & 0o777) == oct(0o600), path
+        os.chmod(tmp_path, 0o755)
+        for command in (("policy", "show"), ("policy", "history")):
+            shown = llamas(*command, env=values, user="nobody")
+            assert shown.returncode == 2 and shown.stderr.count("\n") == 1 and "Traceback" not in shown.stderr, \
+                shown.stderr
+    finally:
+        child.close()

@@ -9,6 +9,7 @@ than one. LLAMAS_LAB_PARALLEL sets how many (1 runs them one after another).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -93,6 +94,25 @@ def test_guest_suite(boots, boot, topology, suite):
     counts = {k: int(results.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
     assert counts["tests"] > 0 and counts == {**counts, "failures": 0, "errors": 0, "skipped": 0}, output
     print(f"{result.stderr.strip()}; {boot}: {counts['tests']} checks, {took:.0f} s")  # the boot time line
+
+
+def test_a_tiered_recording_is_judged_as_tiered_on_this_host(boots, tmp_path):
+    """The snapshots `llamas audit --save` wrote in the tiered guest carry that host: audited here,
+    on one node, the recommended policy still demotes to node 2 and validates against 3 nodes."""
+    result, _report, _took = boots["tiered-run"].result()
+    saved = ROOT / ".lab" / "recorded-tiered.jsonl"
+    assert saved.exists(), f"the guest saved no recording: {result.stdout[-2000:]}"
+    out = tmp_path / "report.json"
+    audit = subprocess.run([str(ROOT / ".venv/bin/llamas"), "audit", "--snapshot", str(saved), "--format", "json",
+                            "-o", str(out), "--devices", str(ROOT / "devices")], capture_output=True, text=True,
+                           timeout=300, env={**os.environ, "LLAMAS_STATE_DIR": str(tmp_path / "state"),
+                                             "LLAMAS_CONFIG_DIR": str(tmp_path)})
+    assert audit.returncode == 0, audit.stderr
+    assert "judging against" in audit.stderr and "(kernel 6.12" in audit.stderr, audit.stderr
+    report = json.loads(out.read_text())
+    assert len(report["inventory"]["nodes"]) == 3 and report["policy_valid"], report["policy_errors"]
+    demotes = {r["memory"].get("demote_node") for r in report["policy"]["rules"] if "memory" in r}
+    assert demotes == {2}, report["policy"]
 
 
 def _text(data: bytes | str | None) -> str:
