@@ -10,6 +10,7 @@ import typer
 
 from llamas_ebpf.commands import audit, devices, doctor, observe, policy, run, service, top
 from llamas_ebpf.errors import LlamasError
+from llamas_ebpf.faces.text import safe
 
 app = typer.Typer(
     add_completion=True,
@@ -50,7 +51,9 @@ def main() -> None:
     try:
         app()
     except LlamasError as exc:
-        print(f"llamas: {exc}", file=sys.stderr)
+        # the one error boundary: what a message quotes from input (a path, a value, an LLM's
+        # text) cannot move the cursor or forge a line
+        print(f"llamas: {safe(str(exc))}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

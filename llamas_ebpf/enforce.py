@@ -137,12 +137,30 @@ class Enforcer:
         state = PolicyState(generation, slot, doc, digest, advisor, time.time())
         state.save(self.paths.state_dir)
         self._take(state)
+        released, released_threads, released_pages = self._release(set(taken))
         pinned = sum(self.pin(tgid, index) for tgid, index in taken.items())
         self.audit.append("apply", generation=generation, digest=digest, advisor=advisor,
                           document=doc.model_dump(by_alias=True, exclude_none=True),
                           validation="ok", diff=changes, processes=len(taken), threads_pinned=pinned,
-                          **audit_fields)
+                          released=sorted(released), threads_restored=released_threads,
+                          pages_restored=released_pages, **audit_fields)
         return Applied(generation, len(taken), pinned, changes)
+
+    def _release(self, still_taken: set[int]) -> tuple[set[int], int, int]:
+        """Processes an earlier generation changed that no rule takes now get back what it
+        changed: their original masks and pages. (released, threads, pages restored)."""
+        self.journal.reload()
+        had = self.affinity.taken() | set(self.pages.journal.entries())
+        released = had - still_taken
+        if not released:
+            return released, 0, 0
+        threads = self.affinity.rollback(only=released)
+        pages = self.pages.restore(only=released)
+        for tgid in released:
+            self.rule_of.pop(tgid, None)
+            self.queue.pop(tgid, None)
+            self.cold.forget(tgid)
+        return released, threads, pages
 
     def apply_raw(self, raw: bytes, advisor: str, source: str) -> Applied:
         """Validate a document as written (JSON bytes) and put it in force; a refusal is logged

@@ -26,9 +26,14 @@ class Journal:
         return {int(tid): (entry["tgid"], entry["cpus"]) for tid, entry in data.items()}
 
     def reload(self) -> None:
-        """What the file holds now: another process (an apply from another shell, or a rollback)
-        may have written it."""
-        self.masks = self._on_disk()
+        """What the file holds now (another process, an apply from another shell, may have
+        written it), with what this process remembered and has not written yet: a signal can
+        land between a thread's new mask and the save (a CI run lost one that way). The first
+        original of a thread wins, as in save()."""
+        merged = self._on_disk()
+        for tid, entry in self.masks.items():
+            merged.setdefault(tid, entry)
+        self.masks = merged
 
     def remember(self, tgid: int, tid: int, cpus: set[int]) -> bool:
         if tid in self.masks:
@@ -45,6 +50,14 @@ class Journal:
                 merged.setdefault(tid, entry)
             self.masks = merged
             data = {str(tid): {"tgid": tgid, "cpus": cpus} for tid, (tgid, cpus) in merged.items()}
+            write_atomically(self.path, json.dumps(data))
+
+    def forget(self, tgids: set[int]) -> None:
+        """Drop the originals of these processes (restored, or gone), on disk too."""
+        with state_lock(self.path.parent):
+            kept = {tid: entry for tid, entry in self._on_disk().items() if entry[0] not in tgids}
+            self.masks = {tid: entry for tid, entry in self.masks.items() if entry[0] not in tgids} | kept
+            data = {str(tid): {"tgid": tgid, "cpus": cpus} for tid, (tgid, cpus) in self.masks.items()}
             write_atomically(self.path, json.dumps(data))
 
     def clear(self) -> None:
@@ -75,11 +88,18 @@ class AffinityActuator:
             self.journal.save()
         return changed
 
-    def rollback(self) -> int:
-        """Put every original mask back; threads born under the policy get their process's
-        original (the main thread's, else any thread's). How many threads were restored."""
+    def taken(self) -> set[int]:
+        """The processes whose masks this journal holds originals of."""
+        return {tgid for tgid, _cpus in self.journal.masks.values()}
+
+    def rollback(self, only: set[int] | None = None) -> int:
+        """Put every original mask back (or only those of the processes in `only`); threads born
+        under the policy get their process's original (the main thread's, else any thread's).
+        How many threads were restored."""
         by_process: dict[int, list[int]] = {}
         for tid, (tgid, cpus) in self.journal.masks.items():
+            if only is not None and tgid not in only:
+                continue
             if tid == tgid or tgid not in by_process:
                 by_process[tgid] = cpus
         restored = 0
@@ -91,5 +111,8 @@ class AffinityActuator:
                     restored += 1
                 except (ProcessLookupError, PermissionError, OSError):
                     continue
-        self.journal.clear()
+        if only is None:
+            self.journal.clear()
+        else:
+            self.journal.forget(set(by_process))
         return restored

@@ -1,9 +1,9 @@
 """Page placement: move_pages(2) in batches of at most ~20 ms, asking first and moving only the
 pages that are not already on the target node, within the rule's and the host's MB/s budgets.
 
-Every page moved is journalled with the node it came from (fsynced once per move() call, so at
-most one call's moves, tens of milliseconds of work, can be missing after a crash), so that
-rollback can put it back. A process that exits mid-way ends its work quietly (ESRCH).
+Every page is journalled with the node it came from before it is moved (one fsynced line per
+move_pages call, written ahead of the call), so that rollback can put it back whenever the
+mover was stopped. A process that exits mid-way ends its work quietly (ESRCH).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamas_ebpf.kernel import mempolicy
+from llamas_ebpf.policy.lock import write_atomically
 
 PAGE = 4096
 REGION = 2 << 20
@@ -82,6 +83,14 @@ class PageJournal:
                 pages.setdefault(address, node)
         return result
 
+    def forget(self, pids: set[int]) -> None:
+        """Drop these processes' pages from the journal (moved back, or gone)."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("pid") not in pids]
+        write_atomically(self.path, "".join(line + "\n" for line in kept))
+
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
 
@@ -133,7 +142,6 @@ class PageMover:
                 result.already += 1
             else:
                 todo.append((address, on))
-        journalled: list[tuple[int, int]] = []
         while todo:
             allowed = int(min(budget.available(), self.host_budget.available()) // PAGE)
             count = min(self.batch, len(todo), allowed)
@@ -141,6 +149,10 @@ class PageMover:
                 result.deferred = len(todo)
                 break
             chunk, todo = todo[:count], todo[count:]
+            # written ahead, before the pages move: a crash or a signal mid-call then leaves
+            # pages journalled that may not have moved (moving them back is a no-op), never
+            # pages moved that nobody can put back
+            self.journal.record(pid, chunk)
             try:
                 status = self._call(pid, [a for a, _ in chunk], [node] * len(chunk))
             except OSError as exc:
@@ -153,16 +165,16 @@ class PageMover:
             result.failed += len(chunk) - len(moved)
             budget.take(len(moved) * PAGE)
             self.host_budget.take(len(moved) * PAGE)
-            journalled.extend(moved)
-        if journalled:
-            self.journal.record(pid, journalled)
         return result
 
-    def restore(self) -> int:
-        """Move every journalled page back to its original node; how many went back."""
+    def restore(self, only: set[int] | None = None) -> int:
+        """Move every journalled page back to its original node (or only those of the processes
+        in `only`); how many went back."""
         restored = 0
         unlimited = TokenBucket(1e9)
         for pid, pages in self.journal.entries().items():
+            if only is not None and pid not in only:
+                continue
             by_node: dict[int, list[int]] = {}
             for address, node in pages.items():
                 by_node.setdefault(node, []).append(address)
@@ -171,7 +183,10 @@ class PageMover:
                 restored += result.moved
                 if result.gone:
                     break
-        self.journal.clear()
+        if only is None:
+            self.journal.clear()
+        else:
+            self.journal.forget(only)
         return restored
 
 

@@ -13,6 +13,7 @@ import typer
 
 from llamas_ebpf.commands.common import JsonFlag, open_enforcer
 from llamas_ebpf.errors import LlamasError
+from llamas_ebpf.faces.text import safe
 
 if TYPE_CHECKING:
     from llamas_ebpf.enforce import Applied, Enforcer
@@ -36,9 +37,9 @@ def apply_file(enforcer: Enforcer, file: Path, raw: bytes | None = None) -> Appl
     try:
         return enforcer.apply_raw(read_document(file) if raw is None else raw, "file", str(file))
     except Refused as refused:
-        print(f"llamas: {refused}:", file=sys.stderr)
+        print(f"llamas: {safe(str(refused))}:", file=sys.stderr)
         for error in refused.errors:
-            print(f"  {error}", file=sys.stderr)
+            print(f"  {safe(error)}", file=sys.stderr)
         raise typer.Exit(2) from None
 
 

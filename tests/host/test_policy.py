@@ -236,3 +236,34 @@ def test_state_is_root_only_and_other_users_get_one_line(env, threader, tmp_path
                 shown.stderr
     finally:
         child.close()
+
+
+def test_a_rule_that_goes_away_gives_its_processes_back(env, threader, tmp_path):
+    values, _ = env
+    kept, dropped = Child(threader, "lt-kept", tmp_path), Child(threader, "lt-dropped", tmp_path)
+    try:
+        both = policy(tmp_path, pin_rule("lt-kept"), pin_rule("lt-dropped"))
+        assert llamas("policy", "apply", str(both), env=values).returncode == 0
+        assert all(m == {1} for m in [*kept.masks().values(), *dropped.masks().values()])
+        one = llamas("policy", "apply", "--json", str(policy(tmp_path, pin_rule("lt-kept"))), env=values)
+        assert one.returncode == 0, one.stderr
+        assert all(m == ALL_CPUS for m in dropped.masks().values()), "the dropped rule's process stayed pinned"
+        assert all(m == {1} for m in kept.masks().values())
+        entry = json.loads(llamas("policy", "history", "--json", env=values).stdout)[-1]
+        assert entry["released"] == [dropped.pid] and entry["threads_restored"] == 4
+        rolled = llamas("policy", "rollback", "--json", env=values)
+        assert json.loads(rolled.stdout)["threads_restored"] == 4  # only what was still changed
+        assert all(m == ALL_CPUS for m in kept.masks().values())
+    finally:
+        kept.close()
+        dropped.close()
+
+
+def test_a_refusal_quotes_hostile_text_inertly(env, tmp_path):
+    values, _ = env
+    doc = tmp_path / "evil.json"
+    doc.write_text('{"schema":"llamas.policy/v1","rules":[{"name":"a","match":{"cgroup":'
+                   '"\\u001b[2J\\nllamas: generation 99 in force"},"cpu":{"nodes":[0]}}]}')
+    result = llamas("policy", "apply", str(doc), env=values)
+    assert result.returncode == 2 and "\x1b" not in result.stderr
+    assert not any(line.startswith("llamas: generation") for line in result.stderr.splitlines()), result.stderr

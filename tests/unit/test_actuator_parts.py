@@ -114,3 +114,22 @@ def test_counter_map_gives_deltas_forgets_the_dead_and_survives_eviction():
     assert counters.read(alive=lambda pid: pid != 11) == {(10, 0): (1, 0)}
     assert 11 not in table.data and counters.deleted_total == 1 and counters.live == 1
     assert counters.live_keys() == {(10, 0)}
+
+
+def test_journal_reload_keeps_what_was_not_saved_yet(tmp_path):
+    """A daemon stopped by a signal between pinning a thread and writing its journal still
+    restores that thread: reloading merges the file with what it remembered."""
+    from llamas_ebpf.actuator.affinity import Journal
+
+    path = tmp_path / "originals.json"
+    other = Journal(path)  # another process (an apply from another shell) pins and saves
+    other.remember(10, 10, {0, 1})
+    other.save()
+    mine = Journal(path)
+    mine.remember(20, 21, {0, 1})  # pinned, not saved yet
+    mine.reload()
+    assert mine.masks == {10: (10, [0, 1]), 21: (20, [0, 1])}
+    mine.save()
+    assert Journal(path).masks == mine.masks
+    mine.forget({10})
+    assert Journal(path).masks == {21: (20, [0, 1])}
