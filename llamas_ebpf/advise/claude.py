@@ -261,13 +261,20 @@ class ClaudeAdvisor:
         messages: list[dict[str, Any]] = [{"role": "user", "content": prompt.user}]
         repaired = False
         last_raw: bytes | None = None
+        # one deadline for the whole decision, its turns and the SDK's retries together: each
+        # call may take what is left, shared among its attempts
+        deadline = time.monotonic() + self.config.timeout_s
+        attempts = self.config.retries + 1
         for _turn in range(MAX_TURNS):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self._unavailable(usage, f"no answer within {self.config.timeout_s:g} s", attempts=0)
             try:
                 # plain dicts, as the API documents them; the SDK's TypedDicts add nothing here
                 request: dict[str, Any] = {
                     "model": self.model, "max_tokens": self.config.max_output_tokens, "system": prompt.system,
                     "tools": prompt.tools, "tool_choice": {"type": "any"}, "messages": messages}
-                response = self.client.messages.create(**request)
+                response = self.client.with_options(timeout=left / attempts).messages.create(**request)
             except self._anthropic.APIStatusError as exc:
                 return self._unavailable(usage, f"HTTP {exc.status_code} from the Messages API"
                                          f" after {self.config.retries} retries")
@@ -276,8 +283,13 @@ class ClaudeAdvisor:
                                          f" ({self.config.retries} retries)")
             except self._anthropic.APIConnectionError as exc:
                 return self._unavailable(usage, f"cannot connect: {_clean(str(exc.__cause__ or exc), 120)}")
-            self._count(usage, response)
-            uses = [b for b in response.content if b.type == "tool_use"]
+            except (self._anthropic.APIError, ValueError) as exc:  # a body that is not the API's
+                return self._unavailable(usage, f"a garbled answer ({_clean(type(exc).__name__, 40)})")
+            try:
+                self._count(usage, response)
+                uses = _tool_uses(response)
+            except (TypeError, AttributeError, ValueError):  # the SDK builds responses unchecked
+                return self._unavailable(usage, "a garbled answer (not a Messages API message)", attempts=0)
             if not uses:
                 return Advice(self.name, None, usage=usage,
                               unavailable="the model answered without proposing a policy")
@@ -307,7 +319,10 @@ class ClaudeAdvisor:
             messages.append({"role": "user", "content": results})
         return Advice(self.name, last_raw, usage=usage, unavailable=f"no valid proposal in {MAX_TURNS} turns")
 
-    def _unavailable(self, usage: Usage, reason: str) -> Advice:
+    def _unavailable(self, usage: Usage, reason: str, attempts: int | None = None) -> Advice:
+        """No advice; the calls that failed still count against the hourly budget (the SDK made
+        `retries + 1` attempts)."""
+        usage.calls += self.config.retries + 1 if attempts is None else attempts
         return Advice(self.name, None, usage=usage, unavailable=f"LLM unreachable: {reason}")
 
     def _count(self, usage: Usage, response: object) -> None:
@@ -347,6 +362,20 @@ class ClaudeAdvisor:
             window = dataclasses.asdict(seen) if seen is not None else {}
             return as_data({"facts": node.model_dump(exclude_none=True), "window": window})
         return as_data({"error": f"unknown tool or bad arguments: {_clean(str(name), 40)}"})
+
+
+def _tool_uses(response: object) -> list[Any]:
+    """The tool_use blocks of a response, each with a str id and name and a dict input; anything
+    else in their place raises TypeError."""
+    content = getattr(response, "content", None)
+    if not isinstance(content, list):
+        raise TypeError("content is not a list")
+    uses = [b for b in content if getattr(b, "type", None) == "tool_use"]
+    for use in uses:
+        if not (isinstance(getattr(use, "id", None), str) and isinstance(getattr(use, "name", None), str)
+                and isinstance(getattr(use, "input", None), dict)):
+            raise TypeError("a tool_use block without id, name or input")
+    return uses
 
 
 def _block(block: object) -> dict[str, Any] | None:

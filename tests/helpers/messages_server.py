@@ -6,6 +6,7 @@ to it over real HTTP (ANTHROPIC_BASE_URL). Each POST /v1/messages takes the next
   ("text", TEXT)           a plain text answer, no tool
   ("status", CODE)         an API error with that HTTP status (retry-after-ms: 10)
   ("sleep", SECONDS)       answer nothing for that long, then a 500
+  ("raw", BYTES)           a 200 whose body is BYTES as they are (not JSON, or not a message)
 
 When the script runs out, every further request gets a 500. Every request body is kept, parsed,
 in `requests`, for the test to read what the model was shown.
@@ -55,6 +56,16 @@ class MessagesServer:
                     self._send(code, {"type": "error", "error": {"type": kinds.get(code, "api_error"),
                                                                  "message": f"scripted {code}"}},
                                {"retry-after-ms": "10"})
+                    return
+                if kind == "raw":
+                    try:
+                        self.send_response(200)
+                        self.send_header("content-type", "application/json")
+                        self.send_header("content-length", str(len(step[1])))
+                        self.end_headers()
+                        self.wfile.write(step[1])
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
                     return
                 if kind == "text":
                     content = [{"type": "text", "text": step[1]}]
