@@ -52,6 +52,8 @@ class LlmConfig(BaseModel):
     prompt_budget_tokens: Annotated[int, Field(ge=2000, le=200_000)] = 6000
     max_output_tokens: Annotated[int, Field(ge=256, le=32_000)] = 4096
     fallback: Literal["keep", "heuristic"] = "keep"  # when the LLM cannot answer
+    # what of a process's command line goes to the API (advise/claude.py share())
+    share_cmdline: Literal["name", "redacted", "full"] = "redacted"
 
 
 class Config(BaseModel):

@@ -142,8 +142,37 @@ def _clean(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _process_row(p: ProcSummary) -> dict[str, Any]:
-    row = {"pid": p.pid, "comm": _clean(p.comm, 16), "cmdline": _clean(p.cmdline, 160),
+REDACTED = "<redacted>"
+SCRIPTS = (".py", ".sh", ".pl", ".rb", ".js", ".jar", ".lua", ".php")
+
+
+def share(cmdline: str, mode: str) -> str:
+    """What of a command line may leave the host ([llm] share_cmdline). Command lines carry
+    secrets (`--password=hunter2`, tokens in URLs), so by default ("redacted") only what
+    identifies the program goes: the executable's name, a script it runs (by name), and the
+    flags, every value replaced. "name" is the executable's name alone; "full" is all of it."""
+    if mode == "full" or not cmdline:
+        return cmdline
+    argv = cmdline.split()
+    program = argv[0].rsplit("/", 1)[-1]
+    if mode == "name":
+        return program
+    out = [program]
+    for arg in argv[1:]:
+        if arg.startswith("--"):
+            flag, eq, _value = arg.partition("=")
+            out.append(f"{flag}={REDACTED}" if eq else flag)
+        elif arg.startswith("-"):  # -psecret (mysql), -Xmx4g: the letter, not what is glued on
+            out.append(arg if len(arg) <= 2 else arg[:2] + REDACTED)
+        elif len(out) == 1 and arg.lower().endswith(SCRIPTS):
+            out.append(arg.rsplit("/", 1)[-1])
+        elif out[-1] != REDACTED:
+            out.append(REDACTED)
+    return " ".join(out)
+
+
+def _process_row(p: ProcSummary, cmdline_mode: str) -> dict[str, Any]:
+    row = {"pid": p.pid, "comm": _clean(p.comm, 16), "cmdline": _clean(share(p.cmdline, cmdline_mode), 160),
            "faults": p.faults, "write_fraction": round(p.write_fraction, 2),
            "alloc_local": p.alloc_local, "alloc_remote": p.alloc_remote,
            "hint_local": p.hint_local, "hint_remote": p.hint_remote,
@@ -168,7 +197,7 @@ class Prompt:
     estimated_tokens: int
 
 
-def build_prompt(given: AdvisorInput, budget: int) -> Prompt:
+def build_prompt(given: AdvisorInput, budget: int, cmdline_mode: str = "redacted") -> Prompt:
     inventory = given.inventory
     facts = {
         "host": inventory.host, "kernel": inventory.kernel,
@@ -202,7 +231,7 @@ def build_prompt(given: AdvisorInput, budget: int) -> Prompt:
             "processes_shown": min(k, len(window.processes)),
             "nodes": [dataclasses.asdict(n) for n in window.nodes],
             "vmstat_deltas": window.system, "probes": window.probes,
-            "busiest_processes": [_process_row(p) for p in window.top(k)],
+            "busiest_processes": [_process_row(p, cmdline_mode) for p in window.top(k)],
         }
         return (f"<telemetry>\n{as_data(telemetry)}\n</telemetry>\n"
                 f"<current_policy>\n{as_data(current)}\n</current_policy>\n"
@@ -257,7 +286,7 @@ class ClaudeAdvisor:
             return Advice(self.name, None, usage=usage, unavailable=(
                 f"LLM budget for this hour is spent ({calls} calls, {tokens} tokens; limits "
                 f"{self.config.max_calls_per_hour} calls, {self.config.max_tokens_per_hour} tokens)"))
-        prompt = build_prompt(given, self.config.prompt_budget_tokens)
+        prompt = build_prompt(given, self.config.prompt_budget_tokens, self.config.share_cmdline)
         messages: list[dict[str, Any]] = [{"role": "user", "content": prompt.user}]
         repaired = False
         last_raw: bytes | None = None
@@ -342,12 +371,14 @@ class ClaudeAdvisor:
             p = given.window.process(pid)
             if p is not None:
                 detail = p.to_dict()
-                detail["comm"], detail["cmdline"] = _clean(p.comm, 16), _clean(p.cmdline, 400)
+                detail["comm"] = _clean(p.comm, 16)
+                detail["cmdline"] = _clean(share(p.cmdline, self.config.share_cmdline), 400)
             else:  # idle in the window: what /proc says of it now
                 comm = procfs.comm(pid)
                 if comm is None:
                     return as_data({"error": f"no process {pid}"})
-                detail = {"pid": pid, "comm": _clean(comm, 16), "cmdline": _clean(procfs.cmdline(pid), 400),
+                shared = share(procfs.cmdline(pid), self.config.share_cmdline)
+                detail = {"pid": pid, "comm": _clean(comm, 16), "cmdline": _clean(shared, 400),
                           "window": "no events counted in the window"}
             try:
                 detail["resident_pages_by_node_now"] = mempolicy.pages_per_node(pid)
