@@ -18,13 +18,13 @@ from llamas_ebpf.commands.common import (
     ModelOption,
     advisor_probes,
     build_advisor,
+    check_pids,
     devices_dir,
     in_background,
     require_key,
     seconds,
     stderr_console,
 )
-from llamas_ebpf.commands.common import pids as check_pids
 from llamas_ebpf.errors import LlamasError
 
 if TYPE_CHECKING:

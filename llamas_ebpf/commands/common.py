@@ -48,7 +48,7 @@ def seconds(name: str, value: float | None) -> None:
         raise LlamasError(f"{name} must be a positive number of seconds, not {value}")
 
 
-def pids(name: str, values: list[int] | None) -> None:
+def check_pids(name: str, values: list[int] | None) -> None:
     bad = [p for p in values or [] if p < 1]
     if bad:
         raise LlamasError(f"{name} {bad[0]}: a process id is a positive number")

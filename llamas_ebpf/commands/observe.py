@@ -10,8 +10,7 @@ from typing import Annotated
 
 import typer
 
-from llamas_ebpf.commands.common import EbpfFlag, JsonFlag, devices_dir, seconds
-from llamas_ebpf.commands.common import pids as check_pids
+from llamas_ebpf.commands.common import EbpfFlag, JsonFlag, check_pids, devices_dir, seconds
 from llamas_ebpf.errors import LlamasError
 
 

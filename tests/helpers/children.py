@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tests.conftest import ROOT, require
@@ -90,3 +90,11 @@ def faulting(child: Toucher, pages: int, every: float, mode: str = "write",
     finally:
         stop.set()
         thread.join()
+
+
+def wait_for_masks(masks: Callable[[], Iterable[set[int]]], cpus: set[int], seconds: float, why: str) -> None:
+    """Poll until every mask `masks()` gives is `cpus`; fail with `why` after `seconds`."""
+    started = time.monotonic()
+    while any(mask != cpus for mask in masks()):
+        assert time.monotonic() - started < seconds, why
+        time.sleep(0.01)

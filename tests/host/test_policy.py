@@ -16,7 +16,7 @@ import pytest
 
 from llamas_ebpf.kernel import procfs
 from llamas_ebpf.policy.maps import PolicyMaps
-from tests.helpers.children import build_helper, wait_for_line
+from tests.helpers.children import build_helper, wait_for_line, wait_for_masks
 from tests.host.conftest import llamas
 
 ALL_CPUS = set(range(os.cpu_count() or 1))
@@ -92,21 +92,24 @@ def test_new_process_is_pinned_by_the_controller(env, threader, tmp_path):
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_for_line(controller.stderr, "keeping generation", 60), "controller did not start"
-        started = time.monotonic()
         child = Child(threader, "lt-late", tmp_path)
         try:
-            while any(mask != {1} for mask in child.masks().values()):
-                assert time.monotonic() - started < 1.0, "not pinned within 1 s of exec"
-                time.sleep(0.01)
+            wait_for_masks(lambda: child.masks().values(), {1}, 1.0, "not pinned within 1 s of exec")
         finally:
-            controller.send_signal(signal.SIGTERM)
-            controller.wait(timeout=30)
-            restored = child.masks()
-            child.close()
+            restored = _stop(controller, child)
         assert all(mask == ALL_CPUS for mask in restored.values()), "SIGTERM must roll back"
     finally:
         if controller.poll() is None:
             controller.kill()
+
+
+def _stop(daemon: subprocess.Popen, child: Child) -> dict[int, set[int]]:
+    """SIGTERM the daemon, then the child's masks as the daemon left them; the child ends."""
+    daemon.send_signal(signal.SIGTERM)
+    daemon.wait(timeout=30)
+    restored = child.masks()
+    child.close()
+    return restored
 
 
 def _daemon(values: dict) -> subprocess.Popen:
@@ -127,19 +130,13 @@ def test_daemon_starts_with_no_policy_and_keeps_the_one_applied_later(env, threa
         assert len(second.stderr.strip().splitlines()) == 1
         applied = llamas("policy", "apply", str(policy(tmp_path, pin_rule("lt-after"))), env=values)
         assert applied.returncode == 0, applied.stderr
-        started = time.monotonic()
         child = Child(threader, "lt-after", tmp_path)  # started after the apply: the daemon's to pin
         try:
-            while any(mask != {1} for mask in child.masks().values()):
-                assert time.monotonic() - started < 1.0, "not kept in force within 1 s"
-                time.sleep(0.01)
+            wait_for_masks(lambda: child.masks().values(), {1}, 1.0, "not kept in force within 1 s")
             child.spawn_thread()
             assert all(mask == {1} for mask in child.masks().values())
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=30)
-            restored = child.masks()
-            child.close()
+            restored = _stop(daemon, child)
         assert all(mask == ALL_CPUS for mask in restored.values()), "SIGTERM must roll back"
         shown = json.loads(llamas("policy", "show", "--json", env=values).stdout)
         assert shown["in_force"] is False and shown["generation"] == 1

@@ -12,11 +12,10 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.conftest import require
-from tests.helpers.children import wait_for_line
+from tests.helpers.children import wait_for_line, wait_for_masks
 from tests.host.conftest import llamas
 
 UNIT = Path(__file__).resolve().parents[2] / "llamas_ebpf/units/llamas.service"
@@ -66,19 +65,14 @@ def test_daemon_works_with_only_the_units_capabilities(env, tmp_path):
     try:
         assert wait_for_line(daemon.stderr, "waiting for llamas policy apply", 60), "daemon did not start"
         assert llamas("policy", "apply", str(document), env=values).returncode == 0
-        deadline = time.monotonic() + 5
-        while os.sched_getaffinity(child.pid) != {1}:
-            assert time.monotonic() < deadline, "not pinned"
-            time.sleep(0.05)
+        wait_for_masks(lambda: [os.sched_getaffinity(child.pid)], {1}, 5, "not pinned")
         llamas("policy", "rollback", env=values)  # out of force from another shell: the daemon follows
         assert os.sched_getaffinity(child.pid) == set(range(os.cpu_count() or 1))
         assert llamas("policy", "apply", str(document), env=values).returncode == 0
         late = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(binary), "300"])
         try:  # started after the apply: only the daemon can pin it
-            deadline = time.monotonic() + 5
-            while os.sched_getaffinity(late.pid) != {1}:
-                assert time.monotonic() < deadline, "a process started later was not pinned"
-                time.sleep(0.05)
+            wait_for_masks(lambda: [os.sched_getaffinity(late.pid)], {1}, 5,
+                           "a process started later was not pinned")
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=30)
             for pid in (child.pid, late.pid):
