@@ -41,11 +41,14 @@ ModelOption = Annotated[
 ]
 
 
+MAX_SECONDS = 7 * 24 * 3600  # a week; time.sleep() overflows near 1e12 s
+
+
 def seconds(name: str, value: float | None) -> None:
-    """A duration given on the command line: a finite, positive number (nan and inf are floats
-    too, and would make a loop spin or never end)."""
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise LlamasError(f"{name} must be a positive number of seconds, not {value}")
+    """A duration given on the command line: a finite, positive number, at most a week (nan and
+    inf are floats too, and would make a loop spin or never end; 1e308 overflows sleep)."""
+    if value is not None and not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise LlamasError(f"{name} must be a positive number of seconds up to {MAX_SECONDS}, not {value}")
 
 
 def check_pids(name: str, values: list[int] | None) -> None:
