@@ -14,6 +14,8 @@
 #define LLAMAS_MAX_REGIONS 65536  /* per-(process, 2 MiB region) LRU map */
 #define LLAMAS_REGION_SHIFT 21    /* 2 MiB regions */
 #define LLAMAS_COMM_LEN 16
+#define LLAMAS_DAMON_TARGETS 64   /* kdamond target slots mapped to pids (damon_access.c) */
+#define LLAMAS_DAMON_REGIONS 16384 /* DAMON regions held between two reads, all targets */
 
 /* <probe>_health[] slots, one per-CPU array per probe */
 #define HEALTH_PROC_INSERTS 0     /* new keys put in the per-process map */
@@ -115,6 +117,21 @@ struct gpu_key {
 struct gpu_counts {
     u64 calls;
     u64 bytes;
+};
+
+struct damon_region_key {
+    u32 pid;                      /* the target's process; 0 for physical memory (paddr) */
+    u32 pad;
+    u64 start;                    /* the region's first address (virtual, or physical) */
+};
+
+struct damon_region_value {
+    u64 end;                      /* one past its last address, at the last aggregation */
+    u64 accesses_total;           /* nr_accesses summed over the aggregations seen */
+    u64 aggregations;             /* aggregations that reported this region */
+    u64 last_accesses;            /* nr_accesses of the last one */
+    u64 age;                      /* DAMON's age of the region at the last one, in aggregations */
+    u64 seen_ns;                  /* bpf_ktime_get_ns() of the last one */
 };
 
 #endif

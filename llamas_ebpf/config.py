@@ -7,6 +7,9 @@ every policy document, whoever wrote it; no document can change them.
     deny_comm = ["sshd"]         # process names never touched (added to the built-in list)
     deny_pids = []
     scope_cgroups = []           # when set, only processes in these cgroups (or below) are touched
+
+    [access]
+    targets = 32                 # processes DAMON watches at once (1-64)
 """
 
 from __future__ import annotations
@@ -56,11 +59,20 @@ class LlmConfig(BaseModel):
     share_cmdline: Literal["name", "redacted", "full"] = "redacted"
 
 
+class AccessConfig(BaseModel):
+    """[access] in config.toml: how many processes DAMON watches at once (README, Access)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    targets: Annotated[int, Field(ge=1, le=64)] = 32
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     guardrails: Guardrails = Guardrails()
     llm: LlmConfig = LlmConfig()
+    access: AccessConfig = AccessConfig()
 
 
 def load(paths: Paths | None = None) -> Config:

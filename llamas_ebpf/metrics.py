@@ -9,6 +9,7 @@ both can use them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 # ---- thresholds ----
 BUSY_EVENTS = 512  # faults + allocations + hinting faults in a window: enough to act or report on
@@ -20,6 +21,28 @@ READ_MOSTLY = 0.10  # write fraction of a reader
 MAJORITY = 0.50  # share of the pages that makes a node "where its memory is"
 BIG_PAGES = 65536  # resident pages (256 MiB) that make a process big enough to tier
 CROSS_NODE_MOVES_PER_S = 1.0  # cross-node CPU migrations a second worth a finding
+
+# ---- access (the access probe, DAMON) ----
+HOT_ACCESS_RATIO = 0.10  # of the samples of an aggregation that saw an access, at least: hot
+COLD_AGE_S = 3.0  # no access seen for at least this long: cold (else warm); a placement decision asks more
+ACCESS_REGIONS_KEPT = 24  # regions per process a snapshot keeps (the largest, neighbours merged)
+PAGEMAP_PAGES = 262_144  # pagemap entries read per interval, all processes (2 MiB read; 1 GiB mapped)
+SOFT_DIRTY_PERIOD_S = 10.0  # a process's soft-dirty bits are cleared at most this often
+SOFT_DIRTY_MIN_S = 2.0  # a written fraction covers at least this long
+
+
+def hot_min_accesses(samples_per_aggregation: int) -> float:
+    """The accesses per aggregation that make a region hot, at these intervals (at least 1)."""
+    return max(1.0, HOT_ACCESS_RATIO * samples_per_aggregation)
+
+
+def heat(accesses: float, age_s: float, samples_per_aggregation: int) -> Literal["hot", "warm", "cold"]:
+    """hot, warm or cold, from DAMON's accesses per aggregation and the region's age."""
+    if accesses >= hot_min_accesses(samples_per_aggregation):
+        return "hot"
+    if accesses == 0 and age_s >= COLD_AGE_S:
+        return "cold"
+    return "warm"
 
 
 def fraction(part: int, whole: int) -> float:

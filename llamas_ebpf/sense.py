@@ -22,6 +22,7 @@ from llamas_ebpf.errors import LlamasError
 from llamas_ebpf.kernel import bpfsys, features, mempolicy, mounts, nodes, procfs
 from llamas_ebpf.paths import Paths
 from llamas_ebpf.probes import bundle
+from llamas_ebpf.probes.access import AccessProbe
 from llamas_ebpf.probes.base import Probe, ProbeOptions, SnapshotBuilder, prog_stats
 from llamas_ebpf.probes.cpu_migrate import CpuMigrateProbe
 from llamas_ebpf.probes.cuda import CudaProbe
@@ -33,6 +34,7 @@ from llamas_ebpf.probes.page_migrate import PageMigrateProbe
 from llamas_ebpf.probes.taskstats import TaskStatsProbe
 from llamas_ebpf.snapshot import (
     CMDLINE_LIMIT,
+    AccessInfo,
     NodeSample,
     PageMigrationTotals,
     ProbeHealth,
@@ -48,6 +50,7 @@ PROBES: tuple[type[Probe], ...] = (
     CpuMigrateProbe,
     CudaProbe,
     GpuFenceProbe,
+    AccessProbe,  # after the fault counters: it watches the busiest processes they found
     TaskStatsProbe,  # last: it asks about the busiest processes the others found
 )
 VMSTAT_KEYS = (
@@ -119,6 +122,7 @@ class Sensor:
         only: set[str] | None = None,
         detail_top: int = 16,
         rule_cpus: Callable[[int], set[int] | None] | None = None,
+        access_targets: int | None = None,
     ) -> None:
         """`detail_top`: the busiest processes of each interval that get the /proc facts;
         `detail_pids` (settable) get them too, in every snapshot, busy or not. `rule_cpus`: the
@@ -128,10 +132,14 @@ class Sensor:
         self.caps = features.probe()
         require_bpf(self.caps)
         self.options = probe_options(pids, cgroups, cuda_lib, bpf_dir)
+        if access_targets is None:
+            from llamas_ebpf import config
+
+            access_targets = config.load().access.targets
+        self.options.access_targets = access_targets
         self.cpu_to_node = self.options.cpu_to_node
         self.node_ids = nodes.node_ids()
         self.detail_top = detail_top
-        self.detail_pids: set[int] = set()
         self.rule_cpus = rule_cpus
         self.probes: list[Probe] = []
         self.health: dict[str, ProbeHealth] = {}
@@ -157,6 +165,28 @@ class Sensor:
             raise
         self._vmstat_prev = self._vmstat()
         self._last = time.monotonic()
+
+    @property
+    def detail_pids(self) -> set[int]:
+        return self.options.focus
+
+    @detail_pids.setter
+    def detail_pids(self, pids: set[int]) -> None:
+        self.options.focus = set(pids)
+
+    def _access_fallback(self) -> AccessInfo | None:
+        """What stands for access information when the access probe did not load."""
+        health = self.health.get("access")
+        if health is None:
+            return None
+        balancing = _read_int(Path("/proc/sys/kernel/numa_balancing"))
+        hints = self.health.get("numa_hint")
+        why = f"no DAMON: {health.reason}" if health.reason else "no DAMON"
+        if balancing and hints is not None and hints.method is not None:
+            return AccessInfo(method="numa-hint", scope="sampled by the kernel's NUMA scanner "
+                              "(hinting faults per process)", reason=why)
+        return AccessInfo(method="per-vma", scope="mapping-level only: cold mappings found by "
+                          "MADV_COLD and smaps when a rule demotes", reason=why)
 
     @staticmethod
     def _vmstat() -> dict[str, int]:
@@ -230,6 +260,7 @@ class Sensor:
                         c: f for (c, m), f in out.hint_matrix.items() if m == node
                     },
                     free_mb=nodes.memory_mb(node, key="MemFree"),
+                    **_heat_fields(out.node_heat, node, out.access),
                 )
             )
         return Snapshot(
@@ -245,6 +276,7 @@ class Sensor:
             },
             system=system,
             probes=probe_health,
+            access=out.access or self._access_fallback(),
         )
 
     def describe(self, pid: int) -> ProcessSample | None:
@@ -280,6 +312,23 @@ class Sensor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _heat_fields(heat: dict[int, dict[str, int]], node: int,
+                 access: AccessInfo | None) -> dict[str, int | None]:
+    """A node's hot/warm/cold bytes for its NodeSample: 0 where the access probe saw none of
+    this node's memory, None (and Snapshot.access says why) where it has no figures yet."""
+    if access is None or not heat:
+        return {}
+    row = heat.get(node, {})
+    return {f"{name}_bytes": row.get(name, 0) for name in ("hot", "warm", "cold")}
 
 
 def threads_off(pid: int, cpus: set[int]) -> int:

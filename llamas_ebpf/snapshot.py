@@ -24,7 +24,7 @@ SCHEMA: Final = "llamas.snapshot/v1"
 CMDLINE_LIMIT = 512  # bytes of a command line a snapshot keeps
 
 
-_STRICT = ConfigDict(extra="forbid")
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # every float finite: JSON has no NaN
 
 
 @dataclass(slots=True)
@@ -71,6 +71,62 @@ class Region:
     writes: int = 0
 
 
+Heat = Literal["hot", "warm", "cold"]
+
+
+@dataclass(slots=True)
+class AccessRegion:
+    """One region as DAMON sees it (neighbours of one heat merged), with where its pages are."""
+
+    __pydantic_config__ = _STRICT
+    start: int
+    end: int
+    accesses: float  # DAMON's nr_accesses per aggregation, averaged over the interval
+    age_s: float  # how long its access pattern has stayed as it is
+    heat: Heat
+    bytes_by_node: dict[int, int] = field(default_factory=dict)  # resident bytes (pagemap, sampled)
+    written_fraction: float | None = None  # of its resident pages, written in the window
+
+
+@dataclass(slots=True)
+class ProcessAccess:
+    """How much of a process's resident memory is hot, warm and cold, per node."""
+
+    __pydantic_config__ = _STRICT
+    hot_bytes_by_node: dict[int, int] = field(default_factory=dict)
+    warm_bytes_by_node: dict[int, int] = field(default_factory=dict)
+    cold_bytes_by_node: dict[int, int] = field(default_factory=dict)
+    regions: list[AccessRegion] = field(default_factory=list)  # the largest, by address
+    written_window_s: float | None = None  # the time the written fractions cover
+
+    @property
+    def hot_bytes(self) -> int:
+        return sum(self.hot_bytes_by_node.values())
+
+    @property
+    def cold_bytes(self) -> int:
+        return sum(self.cold_bytes_by_node.values())
+
+
+@dataclass(slots=True)
+class AccessInfo:
+    """How the snapshot's access figures were found, and the thresholds that sort them."""
+
+    __pydantic_config__ = _STRICT
+    method: str  # damon-vaddr, damon-paddr, damon-paddr-passive, numa-hint, per-vma, none
+    scope: str  # per process, host-wide, ...
+    reason: str = ""  # why not a better method
+    sample_us: int | None = None
+    aggr_us: int | None = None
+    hot_min_accesses: float | None = None  # per aggregation, at least: hot
+    cold_min_age_s: float | None = None  # no access for at least this long: cold
+    kdamond_pid: int | None = None
+    kdamond_owner: Literal["llamas", "other"] | None = None
+    targets: int = 0  # processes monitored
+    written_method: str | None = None  # soft-dirty, write-faults, or None
+    written_period_s: float | None = None
+
+
 @dataclass(slots=True)
 class Delays:
     __pydantic_config__ = _STRICT
@@ -102,6 +158,7 @@ class ProcessSample:
     resident_by_node: dict[int, int] | None = None  # resident pages per node (numa_maps)
     cmdline: str | None = None  # its command line, cut to CMDLINE_LIMIT bytes
     threads_off_rule: int | None = None  # threads whose CPU mask reaches outside their rule's CPUs
+    access: ProcessAccess | None = None  # for the processes the access probe monitors
 
     @property
     def total_faults(self) -> int:
@@ -118,6 +175,10 @@ class NodeSample:
     alloc_from_cpu_node: dict[int, int] = field(default_factory=dict)  # CPU node -> pages
     hint_faults_from_cpu_node: dict[int, int] = field(default_factory=dict)
     free_mb: int | None = None  # MemFree at the end of the interval
+    # bytes of this node's memory by heat (Snapshot.access says how, and over what scope)
+    hot_bytes: int | None = None
+    warm_bytes: int | None = None
+    cold_bytes: int | None = None
 
 
 @dataclass(slots=True)
@@ -153,6 +214,7 @@ class Snapshot:
     page_migrations: dict[str, PageMigrationTotals] = field(default_factory=dict)
     system: dict[str, int] = field(default_factory=dict)  # /proc/vmstat deltas of interest
     probes: dict[str, ProbeHealth] = field(default_factory=dict)
+    access: AccessInfo | None = None
 
     def process(self, pid: int) -> ProcessSample | None:
         return next((p for p in self.processes if p.pid == pid), None)

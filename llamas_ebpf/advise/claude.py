@@ -54,6 +54,11 @@ tier (memory.demote_node);
 - keep write-heavy memory off devices that write slowly; read-mostly data may live there;
 - restraint: no rule for small or idle processes, and do not change rules that work.
 
+Where telemetry has hot_mib_by_node and cold_mib_by_node for a process, they come from memory \
+access sampling (DAMON, see telemetry.access): memory in active use, and memory not touched \
+for a while, by the node it is on. A process may be busy with no faults at all: judge it by its \
+hot memory. hot_written_fraction is the share of that hot memory written in the window.
+
 Rules match processes by pid, comm, exe or cgroup. The host's guardrails are enforced after you \
 answer: pid 1, kernel threads, the controller and denylisted processes are never touched, and \
 a document that breaks a guardrail is refused as a whole.
@@ -171,6 +176,10 @@ def share(cmdline: str, mode: str) -> str:
     return " ".join(out)
 
 
+def _mib(by_node: dict[int, int]) -> dict[int, int]:
+    return {node: round(size / (1 << 20)) for node, size in sorted(by_node.items()) if size >= 1 << 20}
+
+
 def _process_row(p: ProcSummary, cmdline_mode: str) -> dict[str, Any]:
     row = {"pid": p.pid, "comm": _clean(p.comm, 16), "cmdline": _clean(share(p.cmdline, cmdline_mode), 160),
            "faults": p.faults, "write_fraction": round(p.write_fraction, 2),
@@ -183,6 +192,11 @@ def _process_row(p: ProcSummary, cmdline_mode: str) -> dict[str, Any]:
         row["resident_pages_by_node"] = p.resident_by_node
     if p.cpu_node is not None:
         row["cpu_node"] = p.cpu_node
+    if p.hot_bytes_by_node or p.cold_bytes_by_node:  # in MiB: fewer tokens
+        row["hot_mib_by_node"] = _mib(p.hot_bytes_by_node)
+        row["cold_mib_by_node"] = _mib(p.cold_bytes_by_node)
+        if p.hot_written_fraction is not None:
+            row["hot_written_fraction"] = round(p.hot_written_fraction, 2)
     if p.gpu_calls:
         row["gpu_calls"], row["gpu_bytes"] = p.gpu_calls, p.gpu_bytes
     return row
@@ -230,7 +244,7 @@ def build_prompt(given: AdvisorInput, budget: int, cmdline_mode: str = "redacted
             "window_seconds": window.seconds, "processes_seen": window.process_count,
             "processes_shown": min(k, len(window.processes)),
             "nodes": [dataclasses.asdict(n) for n in window.nodes],
-            "vmstat_deltas": window.system, "probes": window.probes,
+            "vmstat_deltas": window.system, "probes": window.probes, "access": window.access,
             "busiest_processes": [_process_row(p, cmdline_mode) for p in window.top(k)],
         }
         return (f"<telemetry>\n{as_data(telemetry)}\n</telemetry>\n"

@@ -34,6 +34,11 @@ class ProcSummary:
     region_writes: int = 0
     cpu_node: int | None = None  # the node of the CPU it last ran on
     resident_by_node: dict[int, int] = field(default_factory=dict)  # pages, from numa_maps
+    # the access probe's last figures for it (bytes per node), where it was monitored
+    hot_bytes_by_node: dict[int, int] = field(default_factory=dict)
+    warm_bytes_by_node: dict[int, int] = field(default_factory=dict)
+    cold_bytes_by_node: dict[int, int] = field(default_factory=dict)
+    hot_written_fraction: float | None = None  # of its hot resident bytes, written in the window
 
     @classmethod
     def of(cls, sample: ProcessSample) -> ProcSummary:
@@ -66,6 +71,19 @@ class ProcSummary:
         for region in s.regions:
             self.region_reads += region.reads
             self.region_writes += region.writes
+        if s.access is not None:
+            self.hot_bytes_by_node = dict(s.access.hot_bytes_by_node)
+            self.warm_bytes_by_node = dict(s.access.warm_bytes_by_node)
+            self.cold_bytes_by_node = dict(s.access.cold_bytes_by_node)
+            weighed = [(r.written_fraction, sum(r.bytes_by_node.values())) for r in s.access.regions
+                       if r.heat == "hot" and r.written_fraction is not None]
+            total = sum(size for _f, size in weighed)
+            if total:
+                self.hot_written_fraction = sum(f * size for f, size in weighed) / total
+
+    @property
+    def hot_bytes(self) -> int:
+        return sum(self.hot_bytes_by_node.values())
 
     @property
     def activity(self) -> int:
@@ -139,12 +157,16 @@ class WindowSummary:
     nodes: list[NodeSummary]
     system: dict[str, int]
     probes: dict[str, str]  # probe -> method or why unavailable
+    access: dict[str, Any] | None = None  # how access was seen (the last Snapshot.access), thresholds
 
     def top(self, k: int) -> list[ProcSummary]:
         return self.processes[:k]
 
     def process(self, pid: int) -> ProcSummary | None:
         return next((p for p in self.processes if p.pid == pid), None)
+
+
+_ACCESS_KEYS = ("method", "scope", "hot_min_accesses", "cold_min_age_s", "written_method")
 
 
 def summarize(snapshots: Iterable[Snapshot]) -> WindowSummary:
@@ -154,7 +176,10 @@ def summarize(snapshots: Iterable[Snapshot]) -> WindowSummary:
     system: dict[str, int] = {}
     seconds, host, kernel = 0.0, "", ""
     probes: dict[str, str] = {}
+    access: dict[str, Any] | None = None
     for snap in snapshots:
+        if snap.access is not None:
+            access = {k: v for k, v in asdict(snap.access).items() if k in _ACCESS_KEYS and v is not None}
         seconds += snap.interval_s
         host, kernel = snap.host, snap.kernel
         probes = {name: h.method or f"unavailable: {h.reason}" for name, h in snap.probes.items()}
@@ -176,7 +201,7 @@ def summarize(snapshots: Iterable[Snapshot]) -> WindowSummary:
             if p is None:
                 p = procs[s.pid] = ProcSummary(s.pid, s.comm)
             p.add(s)
-    ranked = sorted(procs.values(), key=lambda p: (-p.activity, -p.gpu_calls, p.pid))
+    ranked = sorted(procs.values(), key=lambda p: (-p.activity, -p.hot_bytes, -p.gpu_calls, p.pid))
     return WindowSummary(host=host, kernel=kernel, seconds=round(seconds, 3), process_count=len(procs),
                          processes=ranked, nodes=[nodes[k] for k in sorted(nodes)], system=system,
-                         probes=probes)
+                         probes=probes, access=access)

@@ -98,7 +98,7 @@ def open_enforcer(paths: Paths | None = None) -> Enforcer:
 def advisor_probes(inventory: Inventory) -> set[str]:
     """The probes whose counts the advisors and the audit read; the GPU ones only where there is a
     GPU (each probe adds to the BPF object compiled at start-up: seconds on a slow machine)."""
-    probes = {"faults", "numa_alloc", "numa_hint", "cpu_migrate", "taskstats"}
+    probes = {"faults", "numa_alloc", "numa_hint", "cpu_migrate", "taskstats", "access"}
     return probes | {"cuda", "gpu_fence"} if inventory.gpus else probes
 
 

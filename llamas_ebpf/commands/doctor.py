@@ -23,6 +23,18 @@ def report() -> dict[str, Any]:
             name: {"method": h.method, "status": h.status, "reason": h.reason}
             for name, h in sensor.health.items()
         }
+        health = sensor.health.get("access")
+        fallback = sensor._access_fallback() if health is not None and health.method is None else None
+        access = {
+            "method": health.method if health is not None and health.method else
+                      (fallback.method if fallback else None),
+            "scope": ("per process" if health is not None and health.method == "damon-vaddr"
+                      else "host-wide" if health is not None and health.method else
+                      (fallback.scope if fallback else None)),
+            "why": health.reason if health is not None else "",
+            "written": "soft-dirty" if caps.soft_dirty.available else
+                       f"write faults (soft-dirty unavailable: {caps.soft_dirty.reason})",
+        }
         build = {
             "shared_object": list(sensor.bundle.health),
             "note": sensor.bundle.note,
@@ -39,6 +51,7 @@ def report() -> dict[str, Any]:
         "mounted_now": mounted,
         "capabilities": caps.to_dict(),
         "probes": probes,
+        "access": access,
         "build": build,
     }
 

@@ -70,8 +70,68 @@ def build(window: WindowSummary, snaps: list[Snapshot], inventory: Inventory, ca
                                "pages": p.pages_by_node} for p in top],
             "locality": locality_series(snaps),
             "heatmap": heatmap(snaps, window),
+            "access": access_charts(snaps),
         },
     }
+
+
+ACCESS_HEATMAPS = 4  # processes with an access heatmap: the most hot bytes first
+HEAT_ROWS, HEAT_COLUMNS = 32, 60
+
+
+def access_charts(snaps: list[Snapshot]) -> dict[str, Any]:
+    """How access was seen, hot/warm/cold bytes per node at the end of the window, and for the
+    processes with the most hot bytes a damo-style heatmap: address (their resident ranges, gaps
+    left out) by time, shaded by DAMON's accesses per aggregation."""
+    info = next((s.access for s in reversed(snaps) if s.access is not None), None)
+    last = next((s for s in reversed(snaps) if any(n.hot_bytes is not None for n in s.nodes)), None)
+    nodes = ([{"node": n.id, "hot": n.hot_bytes, "warm": n.warm_bytes, "cold": n.cold_bytes, "free_mb": n.free_mb}
+              for n in last.nodes] if last is not None else [])
+    hottest: dict[int, int] = {}
+    comms: dict[int, str] = {}
+    for snap in snaps:
+        for p in snap.processes:
+            if p.access is not None:
+                hottest[p.pid] = max(hottest.get(p.pid, 0), p.access.hot_bytes)
+                comms[p.pid] = p.comm
+    processes = []
+    for pid in sorted(hottest, key=lambda q: -hottest[q])[:ACCESS_HEATMAPS]:
+        processes.append(_process_heatmap(pid, safe(comms[pid], 16), snaps))
+    return {"method": info.method if info else None, "scope": info.scope if info else None,
+            "reason": info.reason if info else None,
+            "hot_min_accesses": info.hot_min_accesses if info else None,
+            "cold_min_age_s": info.cold_min_age_s if info else None,
+            "nodes": nodes, "processes": processes}
+
+
+def _process_heatmap(pid: int, comm: str, snaps: list[Snapshot]) -> dict[str, Any]:
+    frames = [(s.time, s.process(pid)) for s in snaps]
+    seen = [(t, p.access) for t, p in frames if p is not None and p.access is not None]
+    ranges = sorted({(r.start, r.end) for _t, a in seen for r in a.regions if sum(r.bytes_by_node.values())})
+    segments: list[list[int]] = []
+    for start, end in ranges:
+        if segments and start <= segments[-1][1]:
+            segments[-1][1] = max(segments[-1][1], end)
+        else:
+            segments.append([start, end])
+    total = sum(end - start for start, end in segments)
+    addresses: list[int] = []
+    for row in range(HEAT_ROWS if total else 0):
+        offset = (row + 0.5) * total / HEAT_ROWS
+        for start, end in segments:
+            if offset < end - start:
+                addresses.append(int(start + offset))
+                break
+            offset -= end - start
+    step = max(1, -(-len(seen) // HEAT_COLUMNS))
+    columns = seen[::step]
+    cells = [[next((r.accesses for r in a.regions if r.start <= address < r.end), 0.0) for _t, a in columns]
+             for address in addresses]
+    last = seen[-1][1] if seen else None
+    return {"pid": pid, "comm": comm, "times": [t for t, _a in columns], "addresses": [hex(a) for a in addresses],
+            "cells": cells,
+            "hot_bytes_by_node": last.hot_bytes_by_node if last else {},
+            "cold_bytes_by_node": last.cold_bytes_by_node if last else {}}
 
 
 def heatmap(snaps: list[Snapshot], window: WindowSummary) -> dict[str, Any]:
@@ -96,6 +156,14 @@ def heatmap(snaps: list[Snapshot], window: WindowSummary) -> dict[str, Any]:
     rows = [{"label": f"node {n}", "cells": [next((x.faults for x in s.nodes if x.id == n), 0) for s in snaps]}
             for n in nodes]
     return {"kind": "nodes-over-time", "rows": rows}
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / (1 << 20):.0f}"
+
+
+def _by_node_mib(by_node: dict[Any, int]) -> str:
+    return ", ".join(f"{node}: {size / (1 << 20):.0f}" for node, size in sorted(by_node.items())) or "none"
 
 
 # ---- Markdown ----
@@ -135,6 +203,23 @@ def to_markdown(report: dict[str, Any]) -> str:
                      f"(impact {f['impact']:g}/s){rule}")
         evidence = ", ".join(f"{k}={_md(json.dumps(v))}" for k, v in f["evidence"].items() if v not in (None, 0, {}))
         lines.append(f"   - evidence: {evidence}")
+    access = report["charts"].get("access") or {}
+    lines += ["", "## Memory access", ""]
+    if not access.get("method"):
+        lines.append("No access information in these snapshots.")
+    else:
+        lines.append(f"- seen through {_md(access['method'])} ({_md(access['scope'])})"
+                     + (f"; {_md(access['reason'])}" if access.get("reason") else ""))
+        if access.get("hot_min_accesses") is not None:
+            lines.append(f"- hot: at least {access['hot_min_accesses']:g} accesses per aggregation; cold: none for "
+                         f"{access['cold_min_age_s']:g} s; warm: the rest")
+        if access["nodes"]:
+            lines += ["", "| node | hot MiB | warm MiB | cold MiB | free MiB |", "|---|---|---|---|---|"]
+            lines += [f"| {n['node']} | {_mib(n['hot'])} | {_mib(n['warm'])} | {_mib(n['cold'])} | "
+                      f"{n['free_mb'] if n['free_mb'] is not None else '-'} |" for n in access["nodes"]]
+        for p in access["processes"]:
+            lines.append(f"- pid {p['pid']} `{_md(p['comm'])}`: hot MiB by node {_by_node_mib(p['hot_bytes_by_node'])}, "
+                         f"cold MiB by node {_by_node_mib(p['cold_bytes_by_node'])}")
     lines += ["", "## Recommended policy", ""]
     if report["policy"] is None:
         lines.append("The advisor recommends no change.")
@@ -210,6 +295,42 @@ def _svg_heatmap(heat: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _svg_access(access: dict[str, Any]) -> str:
+    """Hot/warm/cold per node as a table, and one address x time heatmap per process."""
+    if not access.get("method"):
+        return "<p>No access information in these snapshots.</p>"
+    out = [f"<p>Seen through {_e(access['method'])} ({_e(access['scope'])})"
+           + (f"; {_e(access['reason'])}" if access.get("reason") else "") + ".</p>"]
+    if access["nodes"]:
+        out.append("<table><tr><th>node</th><th>hot MiB</th><th>warm MiB</th><th>cold MiB</th><th>free MiB</th></tr>"
+                   + "".join(f"<tr><td>{n['node']}</td><td>{_mib(n['hot'])}</td><td>{_mib(n['warm'])}</td>"
+                             f"<td>{_mib(n['cold'])}</td><td>{n['free_mb'] if n['free_mb'] is not None else '-'}</td></tr>"
+                             for n in access["nodes"]) + "</table>")
+    for p in access["processes"]:
+        cells = p["cells"]
+        cols = max((len(r) for r in cells), default=0)
+        out.append(f"<h4>pid {p['pid']} {_e(p['comm'])}: address (resident ranges, gaps left out) by time</h4>")
+        if not cols:
+            out.append("<p>No regions with resident pages.</p>")
+            continue
+        cell_w, cell_h, label = max(min(540 // cols, 16), 4), 8, 110
+        top = max((v for r in cells for v in r), default=0) or 1.0
+        width, height = label + cols * cell_w + 10, len(cells) * cell_h + 24
+        parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+                 f'aria-label="access heatmap of pid {p["pid"]}">']
+        for i, row in enumerate(cells):
+            if i % 8 == 0:
+                parts.append(f'<text x="0" y="{i * cell_h + cell_h}" font-size="9">{_e(p["addresses"][i])}</text>')
+            for j, value in enumerate(row):
+                shade = int(255 - 220 * min(value / top, 1.0))
+                parts.append(f'<rect x="{label + j * cell_w}" y="{i * cell_h}" width="{cell_w}" height="{cell_h}" '
+                             f'fill="rgb({shade},{shade},255)"><title>{value:g} accesses</title></rect>')
+        parts.append(f'<text x="{label}" y="{height - 6}" font-size="10">time →  (darker: more accesses per '
+                     f'aggregation, at most {top:g})</text></svg>')
+        out.append("".join(parts))
+    return "".join(out)
+
+
 def _svg_locality(series: list[dict[str, Any]]) -> str:
     width, height, pad = 640, 180, 30
     points = [(i, s["alloc_local_pct"]) for i, s in enumerate(series) if s["alloc_local_pct"] is not None]
@@ -276,7 +397,8 @@ def to_html(report: dict[str, Any]) -> str:
     findings_body = ((f"<ol>{items}</ol>" if items else "<p>No placement problem stood out in this window.</p>")
                      + "<h3>Pages per node, per process</h3>" + _svg_pages(charts["pages_by_node"])
                      + f"<h3>{heat_title}</h3>" + _svg_heatmap(charts["heatmap"])
-                     + "<h3>Locality over time</h3>" + _svg_locality(charts["locality"]))
+                     + "<h3>Locality over time</h3>" + _svg_locality(charts["locality"])
+                     + "<h3>Memory access</h3>" + _svg_access(charts.get("access") or {}))
     if markdown_free["policy"] is None:
         policy_body = "<p>The advisor recommends no change.</p>"
     else:

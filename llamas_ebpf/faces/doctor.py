@@ -21,7 +21,18 @@ def render(report: dict[str, Any]) -> str:
     lines.append("probes:")
     for name, probe in report["probes"].items():
         method = probe["method"] or "-"
-        lines.append(f"  {name:<13} {probe['status']:<12} {method:<18} {safe(probe['reason'])}")
+        lines.append(f"  {name:<13} {probe['status']:<12} {method:<20} {safe(probe['reason'])}")
+    access = report.get("access")
+    if access:
+        lines.append(f"access   {access['method'] or 'none'}"
+                     + (f" ({safe(access['scope'])})" if access.get("scope") else ""))
+        if access.get("why"):
+            lines.append(f"         not better because: {safe(access['why'])}")
+        damon = caps.get("damon", {})
+        for k in damon.get("kdamonds", []):
+            lines.append(f"         kdamond {k['index']} {k['state']} {'/'.join(k['operations']) or '-'}"
+                         + (f" pid {k['pid']}" if k.get("pid") else ""))
+        lines.append(f"written  {safe(access['written'])}")
     build = report["build"]
     together = ", ".join(build["shared_object"]) or "none"
     lines.append(f"build    {build['seconds']} s; one BPF object for: {together}")

@@ -29,18 +29,22 @@ from llamas_ebpf import metrics
 from llamas_ebpf.faces.text import human, safe
 from llamas_ebpf.snapshot import ProcessSample, Snapshot
 
-SORTS = ("faults", "remote", "xnode", "gpu", "pid")
+SORTS = ("faults", "remote", "xnode", "gpu", "hot", "pid")
 SHORT = {"faults": "flt", "numa_alloc": "alloc", "numa_hint": "hint", "page_migrate": "pmig",
-         "cpu_migrate": "cmig", "cuda": "cuda", "gpu_fence": "fence", "taskstats": "delay"}
+         "cpu_migrate": "cmig", "cuda": "cuda", "gpu_fence": "fence", "taskstats": "delay",
+         "access": "acc"}
 METHODS = {"raw_tracepoint": "raw", "tracepoint": "tp", "tracepoint+vmstat": "tp+vm", "netlink": "nl",
-           "uprobe": "up"}
+           "uprobe": "up", "damon-vaddr": "vaddr", "damon-paddr": "paddr",
+           "damon-paddr-passive": "paddr(theirs)"}
 
 
 def _short_method(method: str | None) -> str:
     return "-" if method is None else METHODS.get(method, method)
 
 
-COLUMNS = ("PID", "COMM", "RULE", "FLT/s R/W", "AL%", "HL%", "PAGES/node", "XN/s", "GPU/s", "VIO")
+# HOTX: hot bytes off the node of the CPU it runs on; COLDF: cold bytes on the fastest tier
+COLUMNS = ("PID", "COMM", "RULE", "FLT/s R/W", "AL%", "HL%", "HOTX", "COLDF", "PAGES/node", "XN/s",
+           "GPU/s", "VIO")
 LEFT = {"COMM", "RULE", "PAGES/node"}
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 60
@@ -118,6 +122,26 @@ def pages_bar(by_node: dict[int, int] | None, width: int) -> str:
     return out[:width].ljust(width, out[-1:] or " ")
 
 
+def hot_off_node(p: ProcessSample) -> int | None:
+    """Hot bytes not on the node of the CPU it last ran on."""
+    if p.access is None or p.cpu_node is None:
+        return None
+    return sum(size for node, size in p.access.hot_bytes_by_node.items() if node != p.cpu_node)
+
+
+def cold_on_fast(p: ProcessSample, tiers: dict[int, int | None]) -> int | None:
+    """Cold bytes on the nodes of the fastest tier (all of them where tiers are unknown)."""
+    if p.access is None:
+        return None
+    known = [t for t in tiers.values() if t is not None]
+    fast = {n for n, t in tiers.items() if t == min(known)} if known else None
+    return sum(size for node, size in p.access.cold_bytes_by_node.items() if fast is None or node in fast)
+
+
+def _bytes(value: int | None) -> str:
+    return "-" if value is None else f"{human(value)}B"
+
+
 def _local_pct(remote_fraction: float, events: int) -> str:
     return f"{100 * (1 - remote_fraction):.0f}" if events else "-"
 
@@ -131,6 +155,8 @@ def _sort_key(sort: str) -> Callable[[ProcessSample], Any]:
         return lambda p: (-sum(p.gpu.calls.values()), p.pid)
     if sort == "pid":
         return lambda p: p.pid
+    if sort == "hot":
+        return lambda p: (-(p.access.hot_bytes if p.access else 0), p.pid)
     return lambda p: (-p.total_faults, p.pid)
 
 
@@ -161,6 +187,11 @@ def header(snap: Snapshot, ctx: Context, state: TopState) -> Text:
         parts.append(f"n{node.id}{'' if node.cpus else '*'} t{tier if tier is not None else '-'} {free} free")
     legend = "   (* no CPUs)" if any(not node.cpus for node in snap.nodes) else ""
     text.append("nodes " + " | ".join(parts) + legend + "\n")
+    heat = [f"n{n.id} hot {human(n.hot_bytes)}B cold {human(n.cold_bytes or 0)}B"
+            for n in snap.nodes if n.hot_bytes is not None]
+    if snap.access is not None:
+        figures = " | ".join(heat) or "no figures yet"
+        text.append(f"access {_short_method(snap.access.method)}: {figures}\n")
     policy = f"gen {ctx.generation} by {ctx.advisor}" if ctx.advisor else "no policy in force"
     methods = " ".join(f"{SHORT.get(n, n)}:{_short_method(h.method)}" for n, h in snap.probes.items())
     text.append(f"policy {policy}\nprobes {methods}\n")
@@ -182,14 +213,15 @@ def render(snap: Snapshot, ctx: Context, state: TopState, width: int = 80, heigh
     rows = [p for p in snap.processes
             if not state.filter or state.filter in p.comm or state.filter == str(p.pid)]
     rows.sort(key=_sort_key(state.sort))
-    room = max(height - 5 - 1 - 3, 1)  # header, table head, sparklines and keys
+    room = max(height - 5 - (snap.access is not None) - 1 - 3, 1)  # header, table head, sparklines and keys
     rows = rows[:room]
     state.selected = min(state.selected, max(len(rows) - 1, 0))
     state.selected_pid = rows[state.selected].pid if rows else None
     table = Table(box=None, padding=(0, 1), pad_edge=False, expand=False, header_style="bold reverse")
-    bar = max(min(width - 68, 20), 6)
+    bar = max(min(width - 74, 20), 6)
     for name in COLUMNS:
-        table.add_column(name, justify="left" if name in LEFT else "right", no_wrap=True, overflow="crop")
+        table.add_column(name, justify="left" if name in LEFT else "right", no_wrap=True, overflow="crop",
+                         min_width=7 if name == "PID" else None)
     for index, p in enumerate(rows):
         allocs = p.numa.alloc_local + p.numa.alloc_remote
         hints = (p.numa.hint_local or 0) + (p.numa.hint_remote or 0)
@@ -197,10 +229,11 @@ def render(snap: Snapshot, ctx: Context, state: TopState, width: int = 80, heigh
         gpu_calls = sum(p.gpu.calls.values())
         gpu_bytes = sum(p.gpu.bytes.values())
         table.add_row(
-            str(p.pid), safe(p.comm, 12), safe(ctx.rules.get(p.pid, "-"), 10),
+            str(p.pid), safe(p.comm, 10), safe(ctx.rules.get(p.pid, "-"), 8),
             f"{human(p.faults.read / seconds)}/{human(p.faults.write / seconds)}",
             _local_pct(metrics.remote_alloc_fraction(p.numa.alloc_local, p.numa.alloc_remote), allocs),
             _local_pct(hint_remote, hints) if p.numa.hint_local is not None else "-",
+            _bytes(hot_off_node(p)), _bytes(cold_on_fast(p, ctx.tiers)),
             pages_bar(p.resident_by_node, bar), human(p.cpu_migrations.cross_node / seconds),
             f"{human(gpu_calls / seconds)}" + (f" {human(gpu_bytes / seconds)}B" if gpu_bytes else ""),
             str(p.threads_off_rule or 0),

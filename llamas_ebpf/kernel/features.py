@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llamas_ebpf.kernel import bpfsys, btf, headers, tracefs
+from llamas_ebpf.kernel import bpfsys, btf, damon, headers, pagemap, tracefs
 
 # Attach targets whose presence in BTF we check for tracing/LSM programs.
 FENTRY_TARGET = "task_numa_fault"
@@ -31,6 +31,8 @@ class Capabilities:
     kprobes: Feature = Feature(False, "not probed")
     uprobes: Feature = Feature(False, "not probed")
     tracepoints: set[str] = field(default_factory=set)  # "category:event" present in tracefs
+    damon: damon.Survey = field(default_factory=lambda: damon.Survey(False, "not probed"))  # and who uses it
+    soft_dirty: Feature = Feature(False, "not probed")  # /proc/PID/clear_refs 4 and pagemap bit 55
 
     def has_tracepoint(self, name: str) -> bool:
         return name in self.tracepoints
@@ -50,10 +52,15 @@ class Capabilities:
             "program_types": {k: f(v) for k, v in sorted(self.program_types.items())},
             "kprobes": f(self.kprobes),
             "uprobes": f(self.uprobes),
+            "damon": {"available": self.damon.available, "reason": self.damon.reason,
+                      "operations": sorted(self.damon.operations), "auto_tune": self.damon.auto_tune,
+                      "kdamonds": [{"index": k.index, "state": k.state, "pid": k.pid,
+                                    "operations": list(k.operations)} for k in self.damon.kdamonds]},
+            "soft_dirty": f(self.soft_dirty),
         }
 
 
-WATCHED_CATEGORIES = ("exceptions", "kmem", "migrate", "sched", "dma_fence", "gpu_scheduler")
+WATCHED_CATEGORIES = ("exceptions", "kmem", "migrate", "sched", "dma_fence", "gpu_scheduler", "damon")
 
 
 def probe(tracing_root: Path = tracefs.TRACEFS) -> Capabilities:
@@ -74,6 +81,8 @@ def probe(tracing_root: Path = tracefs.TRACEFS) -> Capabilities:
         caps.tracepoints.update(f"{category}:{e}" for e in tracefs.list_events(category, tracing_root))
     caps.kprobes = _tracefs_feature(tracing_root / "kprobe_events", "kprobes (CONFIG_KPROBES)")
     caps.uprobes = _tracefs_feature(tracing_root / "uprobe_events", "uprobes (CONFIG_UPROBE_EVENTS)")
+    caps.damon = damon.survey()
+    caps.soft_dirty = Feature(*pagemap.soft_dirty_supported())
     socket = bpfsys.try_load("socket_filter")
     caps.bpf = Feature(socket.ok, socket.reason or "bpf(2) loads programs")
     if not socket.ok:

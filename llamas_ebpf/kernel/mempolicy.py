@@ -40,10 +40,16 @@ def move_pages(pid: int, addresses: list[int], nodes: list[int] | None) -> list[
     return list(status)
 
 
-def pages_per_node(pid: int, proc: Path = Path("/proc")) -> dict[int, int]:
-    """Resident pages of a process per node, summed over its mappings (numa_maps' Nx=count)."""
+def pages_per_node(pid: int, proc: Path = Path("/proc"),
+                   ranges: list[tuple[int, int]] | None = None) -> dict[int, int]:
+    """Resident pages of a process per node, summed over its mappings (numa_maps' Nx=count);
+    with `ranges`, over the mappings that start inside one of them only."""
     totals: dict[int, int] = {}
     for line in (proc / str(pid) / "numa_maps").read_text().splitlines():
+        if ranges is not None:
+            start = int(line.split(" ", 1)[0], 16)
+            if not any(low <= start < high for low, high in ranges):
+                continue
         for node, pages in _NODE_PAGES.findall(line):
             totals[int(node)] = totals.get(int(node), 0) + int(pages)
     return totals

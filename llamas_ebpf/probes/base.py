@@ -25,7 +25,7 @@ from llamas_ebpf import bpf_headers
 from llamas_ebpf.kernel import bpfsys, procfs
 from llamas_ebpf.kernel.features import Capabilities
 from llamas_ebpf.kernel.nodes import PfnRange
-from llamas_ebpf.snapshot import ProbeHealth, ProcessSample
+from llamas_ebpf.snapshot import AccessInfo, ProbeHealth, ProcessSample
 
 # bpf/llamas.h, read from the header: the limits and the slots of each program's `health` array.
 _H = bpf_headers.defines("llamas.h")
@@ -80,6 +80,8 @@ class ProbeOptions:
     cpu_to_node: dict[int, int] = field(default_factory=dict)
     pfn_ranges: list[PfnRange] = field(default_factory=list)
     taskstats_top: int = 20
+    access_targets: int = 32  # processes the access probe watches ([access] targets)
+    focus: set[int] = field(default_factory=set)  # processes asked about (Sensor.detail_pids)
 
     @property
     def filtered(self) -> bool:
@@ -97,6 +99,8 @@ class SnapshotBuilder:
         self.page_migrations: dict[str, tuple[int, int]] = {}  # reason -> (succeeded, failed)
         self.system: dict[str, int] = {}
         self.comms: dict[int, str] = {}
+        self.access: AccessInfo | None = None  # how the access figures were found
+        self.node_heat: dict[int, dict[str, int]] = {}  # node -> hot/warm/cold bytes
         self._alive: dict[int, bool] = {}
 
     def alive(self, pid: int) -> bool:

@@ -41,6 +41,12 @@ class Toucher:
         assert reply and reply[0] == "done", reply
         return reply[1:]
 
+    def begin(self, text: str) -> None:
+        """Send a command that runs for a while (spin, spinhalf, mix) without waiting for it."""
+        assert self.proc.stdin
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
     def touch(self, mode: str, pages: int) -> int:
         """Touch `pages` new pages; the address of the first."""
         return int(self.command(f"{mode} {pages}")[0], 16)
@@ -48,9 +54,14 @@ class Toucher:
     def close(self) -> None:
         if self.proc.poll() is None:
             assert self.proc.stdin
-            self.proc.stdin.write("exit\n")
-            self.proc.stdin.close()
-            self.proc.wait(timeout=10)
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.write("exit\n")
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # still in a spin it was sent
+                self.proc.kill()
+                self.proc.wait()
 
 
 def wait_for_line(stream, text: str, timeout: float, seen: list[str] | None = None) -> bool:

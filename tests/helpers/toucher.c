@@ -8,7 +8,9 @@
  * fresh memfd (tmpfs) and reads each, so each read fault allocates a page; "churn N" writes N new
  * pages like "write" and unmaps the previous churn mapping, so a child can fault for as long as a
  * test runs with a bounded footprint (churn mappings are not among those "spin" reads); "exit"
- * ends. Each mapping is
+ * ends; "spinhalf SECONDS" re-reads the second half of the last mapping only; "mix SECONDS"
+ * writes every page of the second-last mapping and reads every page of the last, over and over;
+ * each then prints "done". Each mapping is
  * followed by a PROT_NONE guard page, so mappings stay apart as the kernel's VMAs. */
 #define _GNU_SOURCE
 #include <time.h>
@@ -39,6 +41,25 @@ int main(void)
                 for (int a = first < 0 ? 0 : first; a < nareas; a++)
                     for (long i = 0; i < sizes[a]; i++)
                         sink += ((volatile char *)areas[a])[i * page];
+            printf("done\n");
+            fflush(stdout);
+            continue;
+        }
+        if (strcmp(command, "spinhalf") == 0 || strcmp(command, "mix") == 0) {
+            time_t end = time(NULL) + count;
+            int half = strcmp(command, "spinhalf") == 0;
+            if (nareas < (half ? 1 : 2))
+                return 5;
+            char *read_area = areas[nareas - 1];
+            long read_from = half ? sizes[nareas - 1] / 2 : 0;
+            char *write_area = half ? NULL : areas[nareas - 2];
+            while (time(NULL) < end) {
+                for (long i = read_from; i < sizes[nareas - 1]; i++)
+                    sink += ((volatile char *)read_area)[i * page];
+                if (write_area != NULL)
+                    for (long i = 0; i < sizes[nareas - 2]; i++)
+                        ((volatile char *)write_area)[i * page] = (char)i;
+            }
             printf("done\n");
             fflush(stdout);
             continue;

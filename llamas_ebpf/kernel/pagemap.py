@@ -1,0 +1,205 @@
+"""Where a process's pages are and which were written: /proc/PID/pagemap and clear_refs.
+
+pagemap holds one little-endian u64 per virtual page (Documentation/admin-guide/mm/pagemap.rst):
+bit 63 present, bit 62 swapped, bit 55 soft-dirty, bits 0-54 the page frame number (zero unless
+the reader has CAP_SYS_ADMIN). A PFN is mapped to its node through the node ranges of
+/proc/zoneinfo (kernel/nodes.pfn_ranges), the same ranges the numa_alloc probe uses.
+
+Writing 4 to /proc/PID/clear_refs clears the soft-dirty bits and write-protects the process's
+pages, so the first write to each page afterwards takes a fault that sets the bit again
+(CONFIG_MEM_SOFT_DIRTY). That fault is the cost of knowing what is written: one per page written
+per period, which `SOFT_DIRTY_PERIOD_S` bounds.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llamas_ebpf.kernel.nodes import PfnRange
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+PRESENT = 1 << 63
+SWAPPED = 1 << 62
+SOFT_DIRTY = 1 << 55
+PFN_MASK = (1 << 55) - 1
+ENTRY = 8
+CHUNK = 512  # pages read together when a range is sampled (2 MiB of address space)
+MAX_READ = 65536  # entries in one read (512 KiB)
+
+
+@dataclass
+class Placement:
+    """What a scan of one virtual range found, from the pages it read."""
+
+    pages_read: int = 0  # entries read: all of the range, or evenly spaced chunks of it
+    scale: float = 1.0  # pages of the range per page read
+    present: int = 0
+    by_node: dict[int, int] = field(default_factory=dict)  # present pages per node (sampled)
+    soft_dirty: int = 0  # present pages with the soft-dirty bit
+    unknown_node: int = 0  # present, but the PFN is hidden (not root) or in no node range
+
+    def bytes_by_node(self) -> dict[int, int]:
+        """Resident bytes per node, scaled up by the stride of the sample."""
+        return {node: round(pages * self.scale) * PAGE_SIZE for node, pages in self.by_node.items()}
+
+    @property
+    def written_fraction(self) -> float | None:
+        return self.soft_dirty / self.present if self.present else None
+
+
+class NodeOfPfn:
+    """PFN -> node, by binary search over the sorted node ranges."""
+
+    def __init__(self, ranges: Sequence[PfnRange]) -> None:
+        self.ranges = sorted(ranges, key=lambda r: r.start)
+        self.starts = [r.start for r in self.ranges]
+
+    def __call__(self, pfn: int) -> int | None:
+        index = bisect.bisect_right(self.starts, pfn) - 1
+        if index >= 0 and pfn < self.ranges[index].end:
+            return self.ranges[index].node
+        return None
+
+
+def decode(raw: bytes, node_of: NodeOfPfn, out: Placement) -> None:
+    """Fold pagemap entries (raw, a multiple of 8 bytes) into `out`."""
+    for (entry,) in struct.iter_unpack("<Q", raw):
+        out.pages_read += 1
+        if not entry & PRESENT:
+            continue
+        out.present += 1
+        if entry & SOFT_DIRTY:
+            out.soft_dirty += 1
+        pfn = entry & PFN_MASK
+        node = node_of(pfn) if pfn else None
+        if node is None:
+            out.unknown_node += 1
+        else:
+            out.by_node[node] = out.by_node.get(node, 0) + 1
+
+
+class Pagemap:
+    """One process's pagemap, open for a scan: ranges read whole, or every stride-th page."""
+
+    def __init__(self, pid: int, proc: Path = Path("/proc")) -> None:
+        self.fd = os.open(proc / str(pid) / "pagemap", os.O_RDONLY | os.O_CLOEXEC)
+
+    def scan(self, start: int, end: int, node_of: NodeOfPfn, max_pages: int) -> Placement:
+        """[start, end), reading at most about `max_pages` entries: whole when it fits, else
+        CHUNK-page chunks spaced evenly over it (one read each)."""
+        first, last = start // PAGE_SIZE, (end + PAGE_SIZE - 1) // PAGE_SIZE
+        pages = max(last - first, 0)
+        out = Placement()
+        if pages <= max_pages:
+            spans = [(chunk, min(MAX_READ, last - chunk)) for chunk in range(first, last, MAX_READ)]
+        else:
+            count = max(1, max_pages // CHUNK)
+            step = pages / count
+            starts = [first + int(i * step) for i in range(count)]
+            spans = [(page, min(CHUNK, last - page)) for page in starts]
+        for page, count in spans:
+            decode(os.pread(self.fd, count * ENTRY, page * ENTRY), node_of, out)
+        out.scale = pages / out.pages_read if out.pages_read else 1.0
+        return out
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> Pagemap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def mappings(pid: int, proc: Path = Path("/proc")) -> list[tuple[int, int]]:
+    """A process's mappings (VMAs) as (start, end), in address order, the vsyscall page aside."""
+    out = []
+    try:
+        with open(proc / str(pid) / "maps") as maps:
+            for line in maps:
+                first, _, last = line.split(" ", 1)[0].partition("-")
+                begin, finish = int(first, 16), int(last, 16)
+                if begin < 0xFFFF_FFFF_FF60_0000:
+                    out.append((begin, finish))
+    except (OSError, ValueError):
+        return []
+    return out
+
+
+def pieces(start: int, end: int, vmas: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[start, end) cut at the mappings' bounds, the unmapped gaps left out."""
+    index = bisect.bisect_right(vmas, (start, 1 << 64)) - 1
+    index = max(index, 0)
+    out = []
+    for low, high in vmas[index:]:
+        if low >= end:
+            break
+        a, b = max(start, low), min(end, high)
+        if b > a:
+            out.append((a, b))
+    return out
+
+
+def address_span(pid: int, proc: Path = Path("/proc")) -> tuple[int, int] | None:
+    """The lowest start and highest end of a process's mappings, the vsyscall page aside."""
+    low = high = None
+    try:
+        with open(proc / str(pid) / "maps") as maps:
+            for line in maps:
+                bounds = line.split(" ", 1)[0]
+                first, _, last = bounds.partition("-")
+                begin, finish = int(first, 16), int(last, 16)
+                if begin >= 0xFFFF_FFFF_FF60_0000:  # [vsyscall]: not the process's memory
+                    continue
+                low = begin if low is None else min(low, begin)
+                high = finish if high is None else max(high, finish)
+    except (OSError, ValueError):
+        return None
+    return (low, high) if low is not None and high is not None else None
+
+
+def clear_soft_dirty(pid: int, proc: Path = Path("/proc")) -> None:
+    """Clear the soft-dirty bits of a process's pages (raises OSError where it cannot)."""
+    with open(proc / str(pid) / "clear_refs", "w") as out:
+        out.write("4")
+
+
+def soft_dirty_supported(proc: Path = Path("/proc")) -> tuple[bool, str]:
+    """Whether soft-dirty tracking works here, tried on this process: clear, write one page,
+    and read its bit back (the kernel has no other way to say it)."""
+    import mmap
+
+    try:
+        area = mmap.mmap(-1, PAGE_SIZE)
+    except OSError as exc:
+        return False, f"mmap: {exc.strerror}"
+    try:
+        area[0:1] = b"x"
+        address = _address(area)
+        clear_soft_dirty(os.getpid(), proc)
+        area[0:1] = b"y"
+        with Pagemap(os.getpid(), proc) as pm:
+            (entry,) = struct.unpack("<Q", os.pread(pm.fd, ENTRY, address // PAGE_SIZE * ENTRY))
+    except OSError as exc:
+        return False, f"/proc/PID/clear_refs: {exc.strerror}"
+    finally:
+        area.close()
+    if entry & SOFT_DIRTY:
+        return True, ""
+    return False, "soft-dirty bits are not kept by this kernel (CONFIG_MEM_SOFT_DIRTY off)"
+
+
+def _address(area: object) -> int:
+    import ctypes
+
+    buffer = (ctypes.c_char * 1).from_buffer(area)  # type: ignore[arg-type]
+    try:
+        return ctypes.addressof(buffer)
+    finally:
+        del buffer

@@ -1,0 +1,69 @@
+"""Access telemetry on this kernel (6.18, DAMON paddr only; a kdamond that is not llamas's runs
+here): hot, warm and cold bytes per node, or the reason there are none, never a silent zero."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from llamas_ebpf.kernel import damon
+from llamas_ebpf.sense import Sensor
+from tests.host.conftest import llamas
+
+
+def _monitored_bytes(found: damon.Survey) -> int | None:
+    """What the kernel says the paddr kdamond covers: its target's regions where sysfs lists
+    them, else the largest System RAM range of /proc/iomem (DAMON paddr's default)."""
+    for k in found.running:
+        if k.operations == ("paddr",):
+            regions = damon.ADMIN / "kdamonds" / str(k.index) / "contexts/0/targets/0/regions"
+            count = int((regions / "nr_regions").read_text()) if (regions / "nr_regions").exists() else 0
+            if count:
+                return sum(int((regions / str(i) / "end").read_text()) - int((regions / str(i) / "start").read_text())
+                           for i in range(count))
+    ranges = [(int(a, 16), int(b, 16)) for a, b in
+              re.findall(r"^([0-9a-f]+)-([0-9a-f]+) : System RAM$", Path("/proc/iomem").read_text(), re.M)]
+    return max((b + 1 - a for a, b in ranges), default=None)
+
+
+def test_host_wide_heat_per_node_or_the_reason():
+    with Sensor(only={"access"}) as sensor:
+        health = sensor.health["access"]
+        first = sensor.collect()
+        assert first.access is not None
+        if health.method is None:  # no DAMON the probe can use: said, with why, and no figures
+            assert health.reason and first.access.reason, health
+            assert all(n.hot_bytes is None for n in first.nodes)
+            return
+        assert health.method in ("damon-paddr", "damon-paddr-passive", "damon-vaddr"), health
+        if all(n.hot_bytes is None for n in first.nodes):  # before the first aggregation
+            assert "no aggregation reported yet" in first.access.reason, first.access
+        aggr_s = (first.access.aggr_us or 1_000_000) / 1e6
+        deadline = time.monotonic() + 2 * aggr_s + 5
+        snap = first
+        while time.monotonic() < deadline and all(n.hot_bytes is None for n in snap.nodes):
+            time.sleep(1)
+            snap = sensor.collect()
+    assert snap.access is not None
+    assert any(n.hot_bytes is not None for n in snap.nodes), snap.access
+    total = sum((n.hot_bytes or 0) + (n.warm_bytes or 0) + (n.cold_bytes or 0) for n in snap.nodes)
+    if health.method != "damon-vaddr":
+        assert snap.access.scope.startswith("host-wide")
+        expected = _monitored_bytes(damon.survey())
+        assert expected is not None
+        # every byte DAMON monitors is hot, warm or cold: the regions cover the range
+        assert abs(total - expected) <= 0.02 * expected, (total, expected)
+    assert snap.access.hot_min_accesses is not None and snap.access.cold_min_age_s is not None
+
+
+def test_observe_json_and_doctor_say_how_access_is_seen():
+    result = llamas("observe", "--json", "1", "2")
+    assert result.returncode == 0, result.stderr
+    snaps = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert snaps and all(s["access"] is not None and s["access"]["method"] for s in snaps), result.stdout[:500]
+    doctor = llamas("doctor")
+    assert doctor.returncode == 0, doctor.stderr
+    line = next(line for line in doctor.stdout.splitlines() if line.startswith("access"))
+    assert snaps[-1]["access"]["method"] in line

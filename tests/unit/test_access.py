@@ -1,0 +1,228 @@
+"""The access probe's parts without a kernel: DAMON's sysfs driver against fixture trees, folding
+damon_aggregated counts into regions, merging, heat, and the pagemap parser."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from llamas_ebpf import metrics
+from llamas_ebpf.kernel import damon, pagemap
+from llamas_ebpf.kernel.nodes import PfnRange
+from llamas_ebpf.probes.access import Seen, fold, merge, physical_by_node, totals
+from llamas_ebpf.snapshot import AccessRegion
+
+
+def _tree(root: Path, kdamonds: list[dict[str, str]], ops: str = "vaddr fvaddr paddr",
+          goal: bool = False) -> Path:
+    """A DAMON admin tree: one directory per kdamond, with a state, a pid and one context."""
+    admin = root / "admin"
+    (admin / "kdamonds").mkdir(parents=True)
+    (admin / "kdamonds/nr_kdamonds").write_text(f"{len(kdamonds)}\n")
+    for index, k in enumerate(kdamonds):
+        _kdamond(admin, index, k.get("state", "off"), k.get("pid", "-1"), k.get("operations", "vaddr"), ops, goal)
+    return admin
+
+
+def _kdamond(admin: Path, index: int, state: str, pid: str, operations: str, ops: str, goal: bool) -> None:
+    base = admin / "kdamonds" / str(index)
+    ctx = base / "contexts/0"
+    for d in ("monitoring_attrs/intervals", "monitoring_attrs/nr_regions", "targets"):
+        (ctx / d).mkdir(parents=True, exist_ok=True)
+    if goal:
+        (ctx / "monitoring_attrs/intervals/intervals_goal").mkdir(exist_ok=True)
+    (base / "state").write_text(state + "\n")
+    (base / "pid").write_text(pid + "\n")
+    (base / "contexts/nr_contexts").write_text("1\n")
+    (ctx / "operations").write_text(operations + "\n")
+    (ctx / "avail_operations").write_text(ops + "\n")
+    for name, value in (("sample_us", "5000"), ("aggr_us", "100000"), ("update_us", "60000000")):
+        (ctx / "monitoring_attrs/intervals" / name).write_text(value + "\n")
+    (ctx / "targets/nr_targets").write_text("0\n")
+
+
+def _marker(tmp_path: Path) -> damon.Marker:
+    return damon.Marker(tmp_path / "run/damon.json")
+
+
+def test_no_damon_is_said(tmp_path):
+    found = damon.survey(tmp_path / "missing")
+    assert not found.available and "CONFIG_DAMON_SYSFS" in found.reason
+    assert damon.why_not(found, "vaddr", _marker(tmp_path)) == found.reason
+
+
+def test_someone_elses_running_kdamond_is_left_alone(tmp_path):
+    admin = _tree(tmp_path, [{"state": "on", "pid": "72", "operations": "paddr"}], ops="paddr")
+    found = damon.survey(admin)
+    assert found.running and found.running[0].pid == 72
+    reason = damon.why_not(found, "paddr", _marker(tmp_path))
+    assert reason is not None and "someone else's" in reason and "kdamond 0 (paddr, pid 72)" in reason
+    with pytest.raises(damon.DamonUnavailable):
+        damon.OwnKdamond.claim("paddr", admin, _marker(tmp_path))
+    # untouched: still one kdamond, still on, and its context as it was
+    assert (admin / "kdamonds/nr_kdamonds").read_text() == "1\n"
+    assert (admin / "kdamonds/0/state").read_text() == "on\n"
+    # and it can be read passively
+    passive = damon.passive_paddr(found, admin)
+    assert passive is not None and passive[0].pid == 72 and passive[1].aggr_us == 100000
+
+
+def test_someone_elses_stopped_kdamond_is_left_alone_too(tmp_path):
+    admin = _tree(tmp_path, [{"state": "off"}])
+    reason = damon.why_not(damon.survey(admin), "vaddr", _marker(tmp_path))
+    assert reason is not None and "configured by someone else" in reason
+
+
+def test_no_vaddr_is_said(tmp_path):
+    admin = _tree(tmp_path, [{"state": "on", "pid": "72", "operations": "paddr"}], ops="paddr")
+    reason = damon.why_not(damon.survey(admin), "vaddr", _marker(tmp_path))
+    assert reason == "DAMON here has no vaddr monitoring (avail_operations: paddr)"
+
+
+def test_nothing_running_gives_llamas_its_own_kdamond(tmp_path):
+    admin = _tree(tmp_path, [])
+    marker = _marker(tmp_path)
+    # the kernel would create kdamonds/0 when nr_kdamonds is written; the fixture has it ready
+    _kdamond(admin, 0, "off", "-1", "", "vaddr paddr", goal=True)
+    (admin / "kdamonds/nr_kdamonds").write_text("0\n")
+    own = damon.OwnKdamond.claim("vaddr", admin, marker)
+    ctx = admin / "kdamonds/0/contexts/0"
+    assert (admin / "kdamonds/nr_kdamonds").read_text() == "1\n"
+    assert (ctx / "operations").read_text() == "vaddr\n"
+    assert (ctx / "monitoring_attrs/intervals/sample_us").read_text() == f"{damon.SAMPLE_US}\n"
+    assert (ctx / "monitoring_attrs/nr_regions/max").read_text() == f"{damon.MAX_REGIONS}\n"
+    assert (ctx / "monitoring_attrs/intervals/intervals_goal/access_bp").read_text() == "400\n"
+    assert marker.read()["llamas_pid"] == os.getpid()
+    (ctx / "targets/0").mkdir()
+    (ctx / "targets/1").mkdir()
+    assert own.set_targets([101, 202])
+    assert (ctx / "targets/nr_targets").read_text() == "2\n"
+    assert (ctx / "targets/1/pid_target").read_text() == "202\n"
+    assert (admin / "kdamonds/0/state").read_text() == "on\n"
+    # a second claim, by this same llamas, is refused while the first holds it
+    (admin / "kdamonds/0/pid").write_text("555\n")
+    reason = damon.why_not(damon.survey(admin), "vaddr", marker)
+    assert reason is not None and f"started by llamas pid {os.getpid()}" in reason
+    # a commit gives a slot's new process its own initial region
+    (admin / "kdamonds/0/state").write_text("on\n")
+    (ctx / "targets/1/regions/0").mkdir(parents=True)
+    own.set_targets([101, 303], fresh={1: (0x1000, 0x9000)})
+    assert (admin / "kdamonds/0/state").read_text() == "commit\n"
+    assert (ctx / "targets/1/regions/0/end").read_text() == f"{0x9000}\n"
+    own.stop()
+    assert (admin / "kdamonds/0/state").read_text() == "off\n"
+    assert (admin / "kdamonds/nr_kdamonds").read_text() == "0\n"
+    assert marker.read() == {}
+
+
+def test_a_kdamond_left_by_a_dead_llamas_is_taken_back(tmp_path):
+    admin = _tree(tmp_path, [{"state": "on", "pid": "99", "operations": "vaddr"}])
+    marker = _marker(tmp_path)
+    marker.write(llamas_pid=2**22 + 12345, nr_kdamonds=1, created=1)  # no such process
+    assert damon.why_not(damon.survey(admin), "vaddr", marker) is None
+    own = damon.OwnKdamond.claim("vaddr", admin, marker)
+    assert own.created and (admin / "kdamonds/0/state").read_text() == "off\n"
+
+
+def _seen(pid: int, start: int, end: int, total: int, aggs: int, last: int, age: int, ns: int) -> Seen:
+    return Seen(pid, start, end, total, aggs, last, age, ns)
+
+
+def test_fold_keeps_the_last_aggregation_and_drops_stale_regions():
+    aggr_ns = 1_000_000_000
+    first = [_seen(7, 0x1000, 0x5000, 40, 2, 20, 3, 10 * aggr_ns),
+             _seen(7, 0x5000, 0x9000, 0, 2, 0, 9, 10 * aggr_ns)]
+    current, stale, memory = fold(first, {}, aggr_ns)
+    assert [(f.start, f.accesses, f.age) for f in current] == [(0x1000, 20.0, 3), (0x5000, 0.0, 9)]
+    assert not stale
+    # two more aggregations: 10 and 12 accesses; the second region split at 0x7000 (a new key,
+    # and the old one no longer reported)
+    later = [_seen(7, 0x1000, 0x5000, 62, 4, 12, 0, 12 * aggr_ns),
+             _seen(7, 0x5000, 0x7000, 0, 4, 0, 11, 10 * aggr_ns),
+             _seen(7, 0x7000, 0x9000, 3, 1, 3, 0, 12 * aggr_ns)]
+    current, stale, memory = fold(later, memory, aggr_ns)
+    assert [(f.start, f.accesses) for f in current] == [(0x1000, 11.0), (0x7000, 3.0)]
+    assert [s.start for s in stale] == [0x5000]
+    assert (7, 0x5000) not in memory
+    # no aggregation since: the last one stands
+    current, _stale, _memory = fold(later[:1], memory, aggr_ns)
+    assert current[0].accesses == 12.0
+
+
+def test_heat_thresholds():
+    assert metrics.hot_min_accesses(20) == 2.0 and metrics.hot_min_accesses(5) == 1.0
+    assert metrics.heat(2.0, 0.0, 20) == "hot"
+    assert metrics.heat(1.9, 0.0, 20) == "warm"
+    assert metrics.heat(0.0, metrics.COLD_AGE_S - 0.1, 20) == "warm"
+    assert metrics.heat(0.0, metrics.COLD_AGE_S, 20) == "cold"
+
+
+def test_merge_and_totals():
+    regions = [AccessRegion(0, 100, 10.0, 1.0, "hot", {0: 100}, 0.6),
+               AccessRegion(100, 300, 4.0, 3.0, "hot", {0: 100, 1: 100}, 0.45),
+               AccessRegion(300, 400, 0.0, 9.0, "cold", {1: 100}, None),
+               AccessRegion(500, 600, 0.0, 9.0, "cold", {1: 50}, None)]  # not touching: apart
+    merged = merge(regions)
+    assert [(r.start, r.end, r.heat) for r in merged] == [(0, 300, "hot"), (300, 400, "cold"), (500, 600, "cold")]
+    assert merged[0].accesses == 6.0 and merged[0].age_s == 1.0
+    assert merged[0].bytes_by_node == {0: 200, 1: 100}
+    assert merged[0].written_fraction == pytest.approx(0.5, abs=1e-3)
+    access = totals(regions)
+    assert access.hot_bytes_by_node == {0: 200, 1: 100} and access.cold_bytes_by_node == {1: 150}
+
+
+def test_physical_ranges_split_over_nodes():
+    page = pagemap.PAGE_SIZE
+    ranges = [PfnRange(0, 100, 0), PfnRange(100, 200, 1)]
+    assert physical_by_node(50 * page, 150 * page, ranges) == {0: 50 * page, 1: 50 * page}
+    assert physical_by_node(300 * page, 400 * page, ranges) == {}
+
+
+def test_pagemap_entries_decode():
+    node_of = pagemap.NodeOfPfn([PfnRange(0x100, 0x200, 0), PfnRange(0x200, 0x300, 1)])
+    entries = [
+        pagemap.PRESENT | 0x150,  # node0
+        pagemap.PRESENT | pagemap.SOFT_DIRTY | 0x250,  # node1, written
+        0,  # not present
+        pagemap.SWAPPED | pagemap.SOFT_DIRTY,  # swapped: not resident
+        pagemap.PRESENT,  # PFN hidden (not root)
+        pagemap.PRESENT | 0x900,  # in no node's range
+    ]
+    out = pagemap.Placement()
+    pagemap.decode(struct.pack(f"<{len(entries)}Q", *entries), node_of, out)
+    assert (out.pages_read, out.present, out.soft_dirty, out.unknown_node) == (6, 4, 1, 2)
+    assert out.by_node == {0: 1, 1: 1}
+    assert out.written_fraction == 0.25
+    out.scale = 2.0
+    assert out.bytes_by_node() == {0: 2 * pagemap.PAGE_SIZE, 1: 2 * pagemap.PAGE_SIZE}
+
+
+def test_pagemap_scan_reads_a_range_whole_or_sampled(tmp_path):
+    """Against a pagemap file laid out as the kernel's: one u64 per virtual page."""
+    pages = 4096
+    node_of = pagemap.NodeOfPfn([PfnRange(0, 1 << 20, 0)])
+    (tmp_path / "42").mkdir()
+    (tmp_path / "42/pagemap").write_bytes(b"".join(
+        struct.pack("<Q", pagemap.PRESENT | (i + 1) if i % 2 else 0) for i in range(pages)))
+    with pagemap.Pagemap(42, tmp_path) as pm:
+        whole = pm.scan(0, pages * pagemap.PAGE_SIZE, node_of, max_pages=pages)
+        sampled = pm.scan(0, pages * pagemap.PAGE_SIZE, node_of, max_pages=1024)
+    assert whole.pages_read == pages and whole.by_node == {0: pages // 2}
+    assert sampled.pages_read == 1024 and sampled.scale == 4.0
+    assert sampled.bytes_by_node() == {0: pages // 2 * pagemap.PAGE_SIZE}
+
+
+def test_regions_are_cut_at_mappings():
+    vmas = [(0x1000, 0x3000), (0x3000, 0x4000), (0x8000, 0x9000)]
+    assert pagemap.pieces(0x2000, 0x8800, vmas) == [(0x2000, 0x3000), (0x3000, 0x4000), (0x8000, 0x8800)]
+    assert pagemap.pieces(0x4000, 0x8000, vmas) == []
+    assert pagemap.pieces(0x0, 0x1800, vmas) == [(0x1000, 0x1800)]
+
+
+def test_neighbours_written_differently_stay_apart():
+    regions = [AccessRegion(0, 100, 20.0, 1.0, "hot", {0: 100}, 1.0),
+               AccessRegion(100, 200, 20.0, 1.0, "hot", {0: 100}, 0.0)]
+    assert len(merge(regions)) == 2
