@@ -257,6 +257,19 @@ class AccessProbe(Probe):
                 self._targets_started([0])
             self.intervals = self.kdamond.intervals()
 
+    def _follow_passive(self) -> None:
+        """Someone else's kdamond may stop, or restart as another thread: follow it, read-only."""
+        found = damon.passive_paddr(damon.survey())
+        if found is None:
+            self.reasons = "the paddr kdamond read passively is no longer running"
+            self._set_thread(None)
+            return
+        kdamond, self.intervals = found
+        self.reasons = ""
+        if kdamond.pid != self.thread:
+            self._set_thread(kdamond.pid)
+            self.remember = {}
+
     def _set_thread(self, pid: int | None) -> None:
         self.thread = pid
         self.bpf["damon_thread"][ctypes.c_int(0)] = ctypes.c_uint32(pid or 0)
@@ -350,6 +363,8 @@ class AccessProbe(Probe):
                 self._retarget(chosen, now)
         if self.kdamond is not None:
             self.intervals = self.kdamond.intervals()
+        elif self.method == "damon-paddr-passive":
+            self._follow_passive()
         aggr_ns = self.intervals.aggr_us * 1000
         seen = parse(table_items(self.regions_table, _VALUE.size))
         current, stale, self.remember = fold(seen, self.remember, aggr_ns)
