@@ -40,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--processes", type=int, default=1000)
     parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--probes", default=None, help="observe --probes (default: all)")
     parser.add_argument("--active", type=int, default=None,
                         help="how many of the processes fault (default: all); the rest sleep")
     args = parser.parse_args()
@@ -52,7 +53,8 @@ def main() -> None:
     try:
         llamas = Path(sys.executable).parent / "llamas"
         started = time.monotonic()
-        observer = subprocess.Popen([str(llamas), "observe", "--json", "1"], stdout=subprocess.PIPE,
+        only = ["--probes", args.probes] if args.probes else []
+        observer = subprocess.Popen([str(llamas), "observe", "--json", *only, "1"], stdout=subprocess.PIPE,
                                     text=True)
         assert observer.stdout is not None
         observer.stdout.readline()

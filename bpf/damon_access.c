@@ -5,13 +5,15 @@
  * kdamond whose thread id user space put in `damon_thread` is counted (other kdamonds may run on
  * the host). `damon_target_pid` maps the kdamond's target slots to pids (all 0 for paddr),
  * filled by user space whenever it commits targets. User space reads `damon_regions` once per
- * interval, whole, and deletes the regions DAMON no longer reports (merged or split away).
+ * interval, whole, and deletes the regions DAMON no longer reports (merged or split away);
+ * `damon_reports` tells it when no aggregation came since its last read, so it reads nothing.
  */
 #include "llamas.h"
 
 BPF_ARRAY(damon_thread, u32, 1);
 BPF_ARRAY(damon_target_pid, u32, LLAMAS_DAMON_TARGETS);
 BPF_HASH(damon_regions, struct damon_region_key, struct damon_region_value, LLAMAS_DAMON_REGIONS);
+BPF_ARRAY(damon_reports, u64, 1);  /* regions reported so far: unchanged, nothing new to read */
 LLAMAS_HEALTH(access);
 
 LLAMAS_LOOKUP_OR_INIT(damon_regions, struct damon_region_key, struct damon_region_value, access, REGION);
@@ -40,5 +42,9 @@ TRACEPOINT_PROBE(damon, damon_aggregated)
     value->last_accesses = args->nr_accesses;
     value->age = args->age;
     value->seen_ns = bpf_ktime_get_ns();
+    slot = 0;
+    u64 *reports = damon_reports.lookup(&slot);
+    if (reports)
+        __sync_fetch_and_add(reports, 1);
     return 0;
 }

@@ -10,6 +10,7 @@ every policy document, whoever wrote it; no document can change them.
 
     [access]
     targets = 32                 # processes DAMON watches at once (1-64)
+    soft_dirty = true            # find written pages through soft-dirty (false: write faults only)
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ class AccessConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     targets: Annotated[int, Field(ge=1, le=64)] = 32
+    # soft-dirty write-protects a watched process's pages once per period (one fault per page
+    # written afterwards), and resets soft-dirty bits the process may use itself (CRIU does)
+    soft_dirty: bool = True
 
 
 class Config(BaseModel):

@@ -26,7 +26,8 @@ CROSS_NODE_MOVES_PER_S = 1.0  # cross-node CPU migrations a second worth a findi
 HOT_ACCESS_RATIO = 0.10  # of the samples of an aggregation that saw an access, at least: hot
 COLD_AGE_S = 3.0  # no access seen for at least this long: cold (else warm); a placement decision asks more
 ACCESS_REGIONS_KEPT = 24  # regions per process a snapshot keeps (the largest, neighbours merged)
-PAGEMAP_PAGES = 262_144  # pagemap entries read per interval, all processes (2 MiB read; 1 GiB mapped)
+PAGEMAP_PAGES = 32_768  # pagemap entries read per interval, all processes (256 KiB; larger ranges sampled)
+PLACEMENT_PERIOD_S = 5.0  # a region's placement is read again at most this often (pages move slowly)
 SOFT_DIRTY_PERIOD_S = 10.0  # a process's soft-dirty bits are cleared at most this often
 SOFT_DIRTY_MIN_S = 2.0  # a written fraction covers at least this long
 

@@ -123,6 +123,7 @@ class Sensor:
         detail_top: int = 16,
         rule_cpus: Callable[[int], set[int] | None] | None = None,
         access_targets: int | None = None,
+        soft_dirty: bool | None = None,
     ) -> None:
         """`detail_top`: the busiest processes of each interval that get the /proc facts;
         `detail_pids` (settable) get them too, in every snapshot, busy or not. `rule_cpus`: the
@@ -132,11 +133,14 @@ class Sensor:
         self.caps = features.probe()
         require_bpf(self.caps)
         self.options = probe_options(pids, cgroups, cuda_lib, bpf_dir)
-        if access_targets is None:
+        if access_targets is None or soft_dirty is None:
             from llamas_ebpf import config
 
-            access_targets = config.load().access.targets
+            settings = config.load().access
+            access_targets = settings.targets if access_targets is None else access_targets
+            soft_dirty = settings.soft_dirty if soft_dirty is None else soft_dirty
         self.options.access_targets = access_targets
+        self.options.soft_dirty = soft_dirty
         self.cpu_to_node = self.options.cpu_to_node
         self.node_ids = nodes.node_ids()
         self.detail_top = detail_top

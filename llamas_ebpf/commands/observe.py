@@ -41,6 +41,11 @@ def observe(
         bool,
         typer.Option("--bpf-stats", help="Measure BPF run time per event (BPF_ENABLE_STATS; adds cost)."),
     ] = False,
+    probes: Annotated[
+        str | None,
+        typer.Option("--probes", help="Only these probes, comma-separated (default: all; `llamas doctor` "
+                                      "lists them)."),
+    ] = None,
     ebpf: EbpfFlag = False,
 ) -> None:
     """Show what the probes count, per process and per interval."""
@@ -50,10 +55,11 @@ def observe(
     from llamas_ebpf.sense import Sensor, paced
     from llamas_ebpf.snapshot import save as save_snapshots
 
+    only = probe_names(probes)
     if ebpf:
         from llamas_ebpf.sense import program_text
 
-        print(program_text(None, pid, cgroup, cuda_lib))
+        print(program_text(only, pid, cgroup, cuda_lib))
         return
     if fmt not in ("table", "json", "openmetrics"):
         raise LlamasError(f"unknown format '{fmt}': table, json or openmetrics")
@@ -72,7 +78,7 @@ def observe(
         registry = CollectorRegistry()
         exporter = Exporter()
         registry.register(exporter)
-    with Sensor(pids=pid, cgroups=cgroup, cuda_lib=cuda_lib, bpf_stats=bpf_stats) as sensor:
+    with Sensor(pids=pid, cgroups=cgroup, cuda_lib=cuda_lib, bpf_stats=bpf_stats, only=only) as sensor:
         if fmt == "table":
             print(f"Tracing faults, NUMA misses, migrations, GPU calls every {interval:g}s. Ctrl-C to end.",
                   file=sys.stderr)
@@ -93,3 +99,20 @@ def observe(
             else:
                 print(render(snap, top or None), flush=True)
                 print(flush=True)
+
+
+def probe_names(text: str | None) -> set[str] | None:
+    """--probes: known probe names only, said in one line otherwise."""
+    if text is None:
+        return None
+    from llamas_ebpf.sense import PROBES
+
+    known = {cls.name for cls in PROBES}
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    unknown = sorted(names - known)
+    if unknown or not names:
+        from llamas_ebpf.faces.text import safe
+
+        raise LlamasError(f"--probes: {safe(', '.join(unknown)) or 'none given'}: "
+                          f"the probes are {', '.join(sorted(known))}")
+    return names

@@ -13,6 +13,7 @@ per period, which `SOFT_DIRTY_PERIOD_S` bounds.
 
 from __future__ import annotations
 
+import array
 import bisect
 import os
 import struct
@@ -28,7 +29,7 @@ SWAPPED = 1 << 62
 SOFT_DIRTY = 1 << 55
 PFN_MASK = (1 << 55) - 1
 ENTRY = 8
-CHUNK = 512  # pages read together when a range is sampled (2 MiB of address space)
+CHUNK = 64  # pages read together when a range is sampled (256 KiB of address space)
 MAX_READ = 65536  # entries in one read (512 KiB)
 
 
@@ -59,28 +60,76 @@ class NodeOfPfn:
         self.ranges = sorted(ranges, key=lambda r: r.start)
         self.starts = [r.start for r in self.ranges]
 
-    def __call__(self, pfn: int) -> int | None:
+    def range_of(self, pfn: int) -> PfnRange | None:
         index = bisect.bisect_right(self.starts, pfn) - 1
         if index >= 0 and pfn < self.ranges[index].end:
-            return self.ranges[index].node
+            return self.ranges[index]
         return None
+
+    def __call__(self, pfn: int) -> int | None:
+        found = self.range_of(pfn)
+        return found.node if found is not None else None
 
 
 def decode(raw: bytes, node_of: NodeOfPfn, out: Placement) -> None:
-    """Fold pagemap entries (raw, a multiple of 8 bytes) into `out`."""
-    for (entry,) in struct.iter_unpack("<Q", raw):
-        out.pages_read += 1
-        if not entry & PRESENT:
+    """Fold pagemap entries (raw, a multiple of 8 bytes, in this machine's byte order, as the
+    kernel writes them) into `out`. Per entry: one comparison for a page not present, and the
+    node range of the page before is tried first (neighbours are mostly on one node)."""
+    entries = array.array("Q")
+    entries.frombytes(raw)
+    out.pages_read += len(entries)
+    by_node = out.by_node
+    low = high = -1
+    node = -1
+    present = dirty = unknown = 0
+    for entry in entries:
+        if entry < PRESENT:  # bit 63 clear
             continue
-        out.present += 1
+        present += 1
         if entry & SOFT_DIRTY:
-            out.soft_dirty += 1
+            dirty += 1
         pfn = entry & PFN_MASK
-        node = node_of(pfn) if pfn else None
-        if node is None:
-            out.unknown_node += 1
-        else:
-            out.by_node[node] = out.by_node.get(node, 0) + 1
+        if not low <= pfn < high:
+            found = node_of.range_of(pfn) if pfn else None
+            if found is None:
+                unknown += 1
+                continue
+            low, high, node = found.start, found.end, found.node
+        by_node[node] = by_node.get(node, 0) + 1
+    out.present += present
+    out.soft_dirty += dirty
+    out.unknown_node += unknown
+
+
+@dataclass
+class Sample:
+    """A mapping's pages as one scan read them: CHUNK-page chunks (all of them, or chunks spaced
+    evenly), each folded on its own, so any range inside can be placed later without reading
+    again (DAMON's regions move every aggregation; the pages do not)."""
+
+    starts: list[int] = field(default_factory=list)  # each chunk's first address, ascending
+    chunks: list[Placement] = field(default_factory=list)
+    scale: float = 1.0  # pages of the mapping per page read
+
+    def placement(self, start: int, end: int) -> Placement:
+        """[start, end): the chunks that begin inside it, scaled; a range smaller than the
+        spacing of the chunks takes the density of the chunk nearest to it."""
+        low = bisect.bisect_left(self.starts, start)
+        high = bisect.bisect_left(self.starts, end)
+        out = Placement()
+        picked = self.chunks[low:high]
+        pages = max((end - start) // PAGE_SIZE, 1)
+        if not picked and self.chunks:
+            picked = [self.chunks[min(max(low - 1, 0), len(self.chunks) - 1)]]
+        for chunk in picked:
+            out.pages_read += chunk.pages_read
+            out.present += chunk.present
+            out.soft_dirty += chunk.soft_dirty
+            out.unknown_node += chunk.unknown_node
+            for node, count in chunk.by_node.items():
+                out.by_node[node] = out.by_node.get(node, 0) + count
+        out.scale = pages / out.pages_read if out.pages_read else 1.0
+        return out
 
 
 class Pagemap:
@@ -105,6 +154,34 @@ class Pagemap:
         for page, count in spans:
             decode(os.pread(self.fd, count * ENTRY, page * ENTRY), node_of, out)
         out.scale = pages / out.pages_read if out.pages_read else 1.0
+        return out
+
+    def sample(self, start: int, end: int, node_of: NodeOfPfn, max_pages: int) -> Sample:
+        """[start, end) as CHUNK-page chunks: whole when it fits in `max_pages`, else evenly
+        spaced chunks (one read each)."""
+        first, last = start // PAGE_SIZE, (end + PAGE_SIZE - 1) // PAGE_SIZE
+        pages = max(last - first, 0)
+        out = Sample()
+        if pages <= max_pages:
+            for read_at in range(first, last, MAX_READ):
+                count = min(MAX_READ, last - read_at)
+                raw = os.pread(self.fd, count * ENTRY, read_at * ENTRY)
+                for offset in range(0, len(raw), CHUNK * ENTRY):
+                    chunk = Placement()
+                    decode(raw[offset:offset + CHUNK * ENTRY], node_of, chunk)
+                    out.starts.append((read_at + offset // ENTRY) * PAGE_SIZE)
+                    out.chunks.append(chunk)
+        else:
+            count = max(1, max_pages // CHUNK)
+            step = pages / count
+            for i in range(count):
+                page = first + int(i * step)
+                chunk = Placement()
+                decode(os.pread(self.fd, min(CHUNK, last - page) * ENTRY, page * ENTRY), node_of, chunk)
+                out.starts.append(page * PAGE_SIZE)
+                out.chunks.append(chunk)
+        read = sum(c.pages_read for c in out.chunks)
+        out.scale = pages / read if read else 1.0
         return out
 
     def close(self) -> None:

@@ -13,7 +13,8 @@ the kernel's scanner, the numa_hint probe) or nothing finer than a mapping (per 
 Per interval, user space reads the region map whole, folds each region's accesses since the last
 read, sorts regions into hot, warm and cold (metrics.heat), and finds where each region's pages
 are and which were written from /proc/PID/pagemap (PFN -> node; soft-dirty bits, cleared at most
-every SOFT_DIRTY_PERIOD_S), reading at most PAGEMAP_PAGES entries per interval.
+every SOFT_DIRTY_PERIOD_S), reading at most PAGEMAP_PAGES entries per interval, and a region's
+placement at most every PLACEMENT_PERIOD_S.
 """
 
 from __future__ import annotations
@@ -224,12 +225,18 @@ class AccessProbe(Probe):
         self.thread: int | None = None
         self.intervals = damon.Intervals(damon.SAMPLE_US, damon.AGGR_US, damon.UPDATE_US)
         self.remember: dict[tuple[int, int], tuple[int, int]] = {}
+        self.reports = -1  # damon_reports at the last read of the region map
+        self.current: list[Folded] | None = None
+        self.heat_of: tuple[list[Folded], dict[int, dict[str, int]]] | None = None  # paddr: per node, cached
         self.targets: list[int] = []
         self.retargeted = 0.0
         self.ranked: list[int] = []
         self.ranked_at = -RSS_REFRESH_S
         self.written: dict[int, Written] = {}
-        self.soft_dirty = caps.soft_dirty.available
+        self.soft_dirty = caps.soft_dirty.available and self.options.soft_dirty
+        # pid -> (when read, whether its soft-dirty window was long enough then, mapping -> its
+        # pagemap sample): pages are read again every PLACEMENT_PERIOD_S, regions placed from it
+        self.samples: dict[int, tuple[float, bool, dict[tuple[int, int], pagemap.Sample]]] = {}
         self.node_of = pagemap.NodeOfPfn(self.options.pfn_ranges)
         self.reasons = ""
 
@@ -268,7 +275,7 @@ class AccessProbe(Probe):
         self.reasons = ""
         if kdamond.pid != self.thread:
             self._set_thread(kdamond.pid)
-            self.remember = {}
+            self.remember, self.current = {}, None
 
     def _set_thread(self, pid: int | None) -> None:
         self.thread = pid
@@ -337,7 +344,9 @@ class AccessProbe(Probe):
         gone = set(self.targets) - set(pids)
         for pid in gone:
             self.written.pop(pid, None)
+            self.samples.pop(pid, None)
         self.targets, self.retargeted = pids, now
+        self.current = None
         self._targets_started(pids)
         self._drop(lambda pid: pid in gone)
 
@@ -366,11 +375,16 @@ class AccessProbe(Probe):
         elif self.method == "damon-paddr-passive":
             self._follow_passive()
         aggr_ns = self.intervals.aggr_us * 1000
-        seen = parse(table_items(self.regions_table, _VALUE.size))
-        current, stale, self.remember = fold(seen, self.remember, aggr_ns)
-        for region in stale:
-            with contextlib.suppress(KeyError):
-                del self.regions_table[self.regions_table.Key(region.pid, 0, region.start)]
+        reports = self.bpf["damon_reports"][ctypes.c_int(0)].value
+        if reports == self.reports and self.current is not None:
+            current = self.current  # no aggregation since the last read: the same regions
+        else:
+            seen = parse(table_items(self.regions_table, _VALUE.size))
+            current, stale, self.remember = fold(seen, self.remember, aggr_ns)
+            for region in stale:
+                with contextlib.suppress(KeyError):
+                    del self.regions_table[self.regions_table.Key(region.pid, 0, region.start)]
+            self.reports, self.current = reports, current
         out.access = self.info()
         if not current:
             waiting = f"no aggregation reported yet (one every {self.intervals.aggr_us / 1e6:g} s)"
@@ -407,11 +421,15 @@ class AccessProbe(Probe):
         return metrics.heat(region.accesses, age_s, self.intervals.samples_per_aggregation), age_s
 
     def _physical(self, current: list[Folded], out: SnapshotBuilder) -> None:
+        if self.heat_of is not None and self.heat_of[0] is current:
+            out.node_heat = {node: dict(row) for node, row in self.heat_of[1].items()}
+            return
         for region in current:
             heat, _age = self._classify(region)
             for node, size in physical_by_node(region.start, region.end, self.options.pfn_ranges).items():
                 row = out.node_heat.setdefault(node, {"hot": 0, "warm": 0, "cold": 0})
                 row[heat] += size
+        self.heat_of = (current, {node: dict(row) for node, row in out.node_heat.items()})
 
     def _per_process(self, current: list[Folded], out: SnapshotBuilder, now: float) -> None:
         by_pid: dict[int, list[Folded]] = {}
@@ -420,38 +438,50 @@ class AccessProbe(Probe):
                 by_pid.setdefault(region.pid, []).append(region)
         # each region cut at the process's mappings: one VMA's pages are read, written and placed
         # alike far more often than two neighbours' are, and numa_maps counts per VMA
-        cut: dict[int, list[tuple[Folded, int, int]]] = {}
+        cut: dict[int, list[tuple[Folded, int, int, tuple[int, int]]]] = {}
         for pid, regions in by_pid.items():
             vmas = pagemap.mappings(pid)
-            cut[pid] = [(r, a, b) for r in regions for a, b in pagemap.pieces(r.start, r.end, vmas)]
-        span = sum(b - a for parts in cut.values() for _r, a, b in parts) or 1
+            cut[pid] = [(r, a, b, vma) for r in regions for vma in vmas
+                        if (a := max(r.start, vma[0])) < (b := min(r.end, vma[1]))]
+        span = sum(vma[1] - vma[0] for parts in cut.values() for vma in {p[3] for p in parts}) or 1
         budget = metrics.PAGEMAP_PAGES
         for pid, parts in cut.items():
             state = self.written.get(pid)
             if state is None and self.soft_dirty:
                 state = self._clear(pid, now)
             window = now - state.cleared_at if state is not None else None
-            fresh = window is not None and window >= metrics.SOFT_DIRTY_MIN_S
+            clear_due = window is not None and window >= metrics.SOFT_DIRTY_PERIOD_S
+            cached = self.samples.get(pid)
+            rescan = cached is None or now - cached[0] >= metrics.PLACEMENT_PERIOD_S or clear_due
+            if rescan or cached is None:
+                fresh = window is not None and window >= metrics.SOFT_DIRTY_MIN_S
+                cached = (now, fresh, {})
+            sampled = cached[2]
             rows: list[AccessRegion] = []
             try:
                 reader = pagemap.Pagemap(pid)
             except OSError:
                 continue  # gone
             with reader:
-                for region, start, end in parts:
-                    share = max(64, int(budget * (end - start) / span))
-                    try:
-                        placed = reader.scan(start, end, self.node_of, share)
-                    except OSError:
-                        break
-                    heat, age_s = self._classify(region)
-                    fraction = placed.written_fraction if fresh else None
-                    if fraction is None and state is not None and not fresh:
+                for region, start, end, vma in parts:
+                    sample = sampled.get(vma)
+                    if sample is None:  # every mapping once per PLACEMENT_PERIOD_S (and new ones)
+                        share = max(pagemap.CHUNK, int(budget * (vma[1] - vma[0]) / span))
+                        try:
+                            sample = sampled[vma] = reader.sample(vma[0], vma[1], self.node_of, share)
+                        except OSError:
+                            break
+                    placed = sample.placement(start, end)
+                    fraction = placed.written_fraction if cached[1] else None
+                    if fraction is None and state is not None and not cached[1]:
                         fraction = _lookup(state.last, start)
+                    heat, age_s = self._classify(region)
                     rows.append(AccessRegion(start, end, round(region.accesses, 3),
                                              round(age_s, 3), heat, placed.bytes_by_node(),
                                              None if fraction is None else round(fraction, 4)))
-            if state is not None and fresh:
+            self.samples[pid] = cached
+            fresh = cached[1]
+            if state is not None and fresh and rescan:
                 state.window_s = round(window, 3) if window is not None else None
                 state.last = [(r.start, r.end, r.written_fraction) for r in rows
                               if r.written_fraction is not None]

@@ -81,6 +81,7 @@ class ProbeOptions:
     pfn_ranges: list[PfnRange] = field(default_factory=list)
     taskstats_top: int = 20
     access_targets: int = 32  # processes the access probe watches ([access] targets)
+    soft_dirty: bool = True  # find written pages through soft-dirty where the kernel has it
     focus: set[int] = field(default_factory=set)  # processes asked about (Sensor.detail_pids)
 
     @property

@@ -1,5 +1,5 @@
 """`llamas audit` on a real multi-node kernel (the `tiered` topology): the Markdown and JSON carry
-a finding and a rule for a deliberately misplaced process."""
+a finding and a rule for a deliberately misplaced process, and its access heatmap."""
 
 from __future__ import annotations
 
@@ -26,8 +26,12 @@ def test_audit_markdown_and_json_carry_the_misplaced_process(env, misplaced, tmp
     rule = next(r for r in report["policy"]["rules"] if r["name"] == finding["rule"])
     assert rule["match"] == {"pid": misplaced.pid} and rule["cpu"] == {"nodes": [1]}
     assert report["policy_valid"] and os.sched_getaffinity(misplaced.pid) == {0}  # recommended, not applied
+    access = report["charts"]["access"]  # DAMON vaddr in this guest: per process, with a heatmap
+    assert access["method"] == "damon-vaddr", access
+    assert any(p["pid"] == misplaced.pid and p["cells"] for p in access["processes"]), access
     md = subprocess.run(["llamas", "audit", "--snapshot", str(saved), "--devices", str(DEVICES)],
                         env=env, capture_output=True, text=True, timeout=120)
     assert md.returncode == 0, md.stderr
     assert f"pid {misplaced.pid} `lt-misplaced`" in md.stdout and "remote-memory" in md.stdout
     assert '"comm": "lt-misplaced"' in md.stdout  # its rule, by name for later
+    assert "## Memory access" in md.stdout and "damon-vaddr" in md.stdout

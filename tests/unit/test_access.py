@@ -226,3 +226,27 @@ def test_neighbours_written_differently_stay_apart():
     regions = [AccessRegion(0, 100, 20.0, 1.0, "hot", {0: 100}, 1.0),
                AccessRegion(100, 200, 20.0, 1.0, "hot", {0: 100}, 0.0)]
     assert len(merge(regions)) == 2
+
+
+def test_a_sample_places_any_range_inside_its_mapping(tmp_path):
+    """Chunks read once, placed later for ranges that move (DAMON's regions)."""
+    pages = 4 * pagemap.CHUNK
+    node_of = pagemap.NodeOfPfn([PfnRange(0, 1000, 0), PfnRange(1000, 1 << 20, 1)])
+    # first half of the pages on node0, second half on node1, the last quarter soft-dirty
+    entries = [pagemap.PRESENT | (1 + i if i < pages // 2 else 2000 + i) | (pagemap.SOFT_DIRTY if i >= 3 * pages // 4 else 0)
+               for i in range(pages)]
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7/pagemap").write_bytes(struct.pack(f"<{pages}Q", *entries))
+    size = pagemap.PAGE_SIZE
+    with pagemap.Pagemap(7, tmp_path) as pm:
+        whole = pm.sample(0, pages * size, node_of, max_pages=pages)
+        sparse = pm.sample(0, pages * size, node_of, max_pages=2 * pagemap.CHUNK)
+    assert len(whole.chunks) == 4 and whole.scale == 1.0
+    first_half = whole.placement(0, pages // 2 * size)
+    assert first_half.bytes_by_node() == {0: pages // 2 * size}
+    last_quarter = whole.placement(3 * pages // 4 * size, pages * size)
+    assert last_quarter.written_fraction == 1.0 and last_quarter.bytes_by_node() == {1: pages // 4 * size}
+    assert len(sparse.chunks) == 2 and sparse.scale == 2.0
+    assert sparse.placement(0, pages * size).bytes_by_node() == {0: pages // 2 * size, 1: pages // 2 * size}
+    # a range between two sampled chunks takes the density of the nearest one
+    assert sparse.placement(pagemap.CHUNK * size, pagemap.CHUNK * size + 4 * size).bytes_by_node() == {0: 4 * size}

@@ -28,3 +28,18 @@ def test_madvise_candidates_leave_out_what_the_kernel_refuses():
             "VmFlags: rd wr pf io\n"
             "7f0000004000-7f0000005000 rw-p 00000000 00:00 0\nRss:   4 kB\nReferenced:  0 kB\n")  # no VmFlags
     assert candidates(text) == [(0x7F0000000000, 0x7F0000001000, 4, 4)]
+
+
+def test_observe_probes_are_known_names_only():
+    from llamas_ebpf.commands.observe import probe_names
+    from llamas_ebpf.errors import LlamasError
+
+    assert probe_names(None) is None
+    assert probe_names("faults, access") == {"faults", "access"}
+    for bad in ("faults,bogus", ",", "\x1b[2J"):
+        try:
+            probe_names(bad)
+        except LlamasError as exc:
+            assert "\x1b" not in str(exc) and "the probes are" in str(exc)
+        else:
+            raise AssertionError(bad)
