@@ -306,29 +306,31 @@ class AccessProbe(Probe):
             if pid != me and pid not in wanted and out.alive(pid):
                 wanted.append(pid)
         must = set(self.options.pids) | self.options.focus
-        # the slots keep their processes while they live and stay wanted: DAMON's regions of a
-        # target stay meaningful only while its pid does
-        keep = [pid if pid in wanted and out.alive(pid) else None for pid in self.targets]
-        missing = [pid for pid in wanted if pid not in keep]
+        # a slot keeps its process while it lives (DAMON's regions of a target mean something
+        # only while its pid stays); a process wanted more takes the slot of one wanted less
+        keep: list[int | None] = [pid if out.alive(pid) else None for pid in self.targets]
+        missing = [pid for pid in wanted[:limit] if pid not in keep]
         urgent = any(pid is None for pid in keep) or any(pid in must for pid in missing)
+        if not missing and not urgent:
+            return self.targets
         if not urgent and now - self.retargeted < RETARGET_S:
             return self.targets
-        chosen: list[int | None] = list(keep)
+        rank = {pid: i for i, pid in enumerate(wanted)}
+        chosen = list(keep)
         for pid in missing:
-            if pid not in must and sum(p is not None for p in chosen) >= limit:
-                break
             free = next((i for i, p in enumerate(chosen) if p is None), None)
+            if free is None and len(chosen) < limit:
+                chosen.append(pid)
+                continue
             if free is None:
-                if len(chosen) < limit:
-                    chosen.append(pid)
-                    continue
-                # a process asked about takes the slot of the last one ranked
-                loser = next((i for i in reversed(range(len(chosen))) if chosen[i] not in must), None)
-                if loser is None:
+                # the slot of the process wanted least (not wanted at all first), never one asked for
+                candidates = [i for i, p in enumerate(chosen) if p not in must]
+                if not candidates:
                     break
-                chosen[loser] = pid
-            else:
-                chosen[free] = pid
+                free = max(candidates, key=lambda i: rank.get(chosen[i], len(rank)))  # type: ignore[arg-type]
+                if rank.get(chosen[free], len(rank)) <= rank[pid]:  # type: ignore[arg-type]
+                    break  # every slot holds a process wanted more
+            chosen[free] = pid
         return [p for p in chosen if p is not None][:limit]
 
     def _retarget(self, pids: list[int], now: float) -> None:

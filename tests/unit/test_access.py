@@ -250,3 +250,38 @@ def test_a_sample_places_any_range_inside_its_mapping(tmp_path):
     assert sparse.placement(0, pages * size).bytes_by_node() == {0: pages // 2 * size, 1: pages // 2 * size}
     # a range between two sampled chunks takes the density of the nearest one
     assert sparse.placement(pagemap.CHUNK * size, pagemap.CHUNK * size + 4 * size).bytes_by_node() == {0: 4 * size}
+
+
+def test_targets_keep_their_slots_and_yield_to_processes_wanted_more():
+    """Chosen by the faults of the interval (a cgroup-filtered sensor, so /proc is not ranked):
+    a slot keeps its process while it lives; a busier one takes the least wanted slot; one asked
+    about is never displaced; a dead one's slot is given at once."""
+    from pathlib import Path as P
+
+    from llamas_ebpf.probes.access import RETARGET_S, AccessProbe
+    from llamas_ebpf.probes.base import ProbeOptions, SnapshotBuilder
+
+    class Builder(SnapshotBuilder):
+        def __init__(self, faults: dict[int, int], dead: set[int] = frozenset()):
+            super().__init__()
+            self.dead = dead
+            for pid, count in faults.items():
+                self.process(pid).faults.user = count
+
+        def alive(self, pid: int) -> bool:
+            return pid not in self.dead
+
+    probe = AccessProbe(ProbeOptions(bpf_dir=P("."), cgroup_ids=[1], access_targets=2))
+    probe.targets, probe.ranked, probe.retargeted = [], [], -100.0
+    assert probe._choose(Builder({10: 50, 11: 40, 12: 30}), 0.0) == [10, 11]
+    probe.targets, probe.retargeted = [10, 11], 0.0
+    # 12 is busier now, but within RETARGET_S nothing moves; after it, 12 takes the slot of 11
+    assert probe._choose(Builder({12: 90, 10: 80, 11: 1}), 1.0) == [10, 11]
+    assert probe._choose(Builder({12: 90, 10: 80, 11: 1}), RETARGET_S + 1) == [10, 12]
+    # a process asked about (focus) comes in at once and is never the one that leaves
+    probe.targets, probe.retargeted = [10, 12], RETARGET_S + 1
+    probe.options.focus = {99}
+    assert probe._choose(Builder({12: 90, 10: 80}), RETARGET_S + 2) == [99, 12]
+    # a dead target's slot is given at once
+    probe.targets, probe.retargeted = [99, 12], RETARGET_S + 2
+    assert probe._choose(Builder({10: 80}, dead={12}), RETARGET_S + 2.5) == [99, 10]
