@@ -20,6 +20,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llamas_ebpf.kernel import procfs
+
 ADMIN = Path("/sys/kernel/mm/damon/admin")
 
 # The intervals llamas asks of its own kdamond. A sample checks one page per region for an
@@ -138,16 +140,6 @@ class Marker:
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -315,14 +307,14 @@ def why_not(found: Survey, operations: str, marker: Marker) -> str | None:
         return None
     mine = marker.read()
     owner = mine.get("llamas_pid")
-    if (owner is not None and owner != os.getpid() and not _pid_alive(owner)
+    if (owner is not None and owner != os.getpid() and not procfs.alive(owner)
             and mine.get("nr_kdamonds") == len(found.kdamonds)):
         return None  # left by a llamas that died
     busy = found.running
     if busy:
         who = ", ".join(f"kdamond {k.index} ({'/'.join(k.operations) or 'no context'}"
                         f"{f', pid {k.pid}' if k.pid else ''})" for k in busy)
-        if owner is not None and _pid_alive(owner):
+        if owner is not None and procfs.alive(owner):
             who += f", started by llamas pid {owner}"
         return (f"DAMON is busy with someone else's work: {who} running; "
                 "llamas does not take over a kdamond it did not start")

@@ -310,7 +310,7 @@ class AccessProbe(Probe):
         # only while its pid stays); a process wanted more takes the slot of one wanted less
         keep: list[int | None] = [pid if out.alive(pid) else None for pid in self.targets]
         missing = [pid for pid in wanted[:limit] if pid not in keep]
-        urgent = any(pid is None for pid in keep) or any(pid in must for pid in missing)
+        urgent = bool(missing) and (any(pid is None for pid in keep) or any(pid in must for pid in missing))
         if not missing and not urgent:
             return self.targets
         if not urgent and now - self.retargeted < RETARGET_S:
@@ -331,7 +331,16 @@ class AccessProbe(Probe):
                 if rank.get(chosen[free], len(rank)) <= rank[pid]:  # type: ignore[arg-type]
                     break  # every slot holds a process wanted more
             chosen[free] = pid
-        return [p for p in chosen if p is not None][:limit]
+        # a slot whose process died and that no one took keeps its dead pid (DAMON skips an
+        # invalid target): closing the gap would move every later process to another slot, and
+        # a process that changes slots starts over with fresh regions and ages
+        before: list[int | None] = [*self.targets, *[None] * (len(chosen) - len(self.targets))]
+        held = [p if p is not None else old for p, old in zip(chosen, before, strict=True)]
+        while held and (held[-1] is None or not out.alive(held[-1])):
+            held.pop()
+        if not any(out.alive(p) for p in held if p is not None):
+            return []
+        return [p for p in held if p is not None][:limit]
 
     def _retarget(self, pids: list[int], now: float) -> None:
         assert self.kdamond is not None

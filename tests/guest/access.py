@@ -27,6 +27,18 @@ def access_sensor():
         yield s
 
 
+def sensor_fixture(boot: str):
+    """The module's sensor, on the boot tests/lab/test_lab.py runs the module on."""
+
+    @pytest.fixture(scope="module")
+    def sensor(topology):
+        assert topology.name == boot, f"tests/lab runs this file on the {boot} boot"
+        with access_sensor() as s:
+            yield s
+
+    return sensor
+
+
 @pytest.fixture
 def contender():
     """A second process busy on node0's CPU, as a real host has. Under TCG the emulator's TLB

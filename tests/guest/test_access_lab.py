@@ -14,22 +14,16 @@ from tests.guest.access import (
     PAGES,
     SIZE,
     WITHIN_S,
-    access_sensor,
     contender,
     described,
     resident_of,
+    sensor_fixture,
     until,
 )
 
 __all__ = ["contender"]  # the fixture, imported for pytest to find
 pytestmark = pytest.mark.usefixtures("contender")
-
-
-@pytest.fixture(scope="module")
-def sensor(topology):
-    assert topology.name == "tiered", "tests/lab runs this file on the tiered boot"
-    with access_sensor() as s:
-        yield s
+sensor = sensor_fixture("tiered")
 
 
 @pytest.mark.parametrize("layout", ["two-mappings", "one-mapping"])

@@ -6,17 +6,11 @@ from __future__ import annotations
 import pytest
 
 from llamas_ebpf.snapshot import ProcessAccess
-from tests.guest.access import PAGES, SIZE, access_sensor, contender, described, until
+from tests.guest.access import PAGES, SIZE, contender, described, sensor_fixture, until
 
 __all__ = ["contender"]  # the fixture, imported for pytest to find
 pytestmark = pytest.mark.usefixtures("contender")
-
-
-@pytest.fixture(scope="module")
-def sensor(topology):
-    assert topology.name == "pmem", "tests/lab runs this file on the pmem boot"
-    with access_sensor() as s:
-        yield s
+sensor = sensor_fixture("pmem")
 
 
 def test_written_range_and_read_range(sensor, spawn):

@@ -285,3 +285,23 @@ def test_targets_keep_their_slots_and_yield_to_processes_wanted_more():
     # a dead target's slot is given at once
     probe.targets, probe.retargeted = [99, 12], RETARGET_S + 2
     assert probe._choose(Builder({10: 80}, dead={12}), RETARGET_S + 2.5) == [99, 10]
+
+
+def test_a_dead_target_holds_its_slot_so_the_others_keep_theirs():
+    from pathlib import Path as P
+
+    from llamas_ebpf.probes.access import AccessProbe
+    from llamas_ebpf.probes.base import ProbeOptions, SnapshotBuilder
+
+    class Builder(SnapshotBuilder):
+        def alive(self, pid: int) -> bool:
+            return pid != 11
+
+    probe = AccessProbe(ProbeOptions(bpf_dir=P("."), cgroup_ids=[1], access_targets=4, focus={12}))
+    probe.targets, probe.ranked, probe.retargeted = [10, 11, 12], [], 0.0
+    out = Builder()
+    out.process(10).faults.user = 5
+    # 11 died and nothing waits for a slot: no commit at all, 12 stays in the third slot
+    assert probe._choose(out, 100.0) == [10, 11, 12]
+    out.process(13).faults.user = 50  # now one waits: it takes the dead slot
+    assert probe._choose(out, 100.0) == [10, 13, 12]
