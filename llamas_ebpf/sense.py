@@ -185,7 +185,7 @@ class Sensor:
             return None
         balancing = _read_int(Path("/proc/sys/kernel/numa_balancing"))
         hints = self.health.get("numa_hint")
-        why = f"no DAMON: {health.reason}" if health.reason else "no DAMON"
+        why = f"no DAMON method loaded: {health.reason}" if health.reason else "no DAMON method loaded"
         if balancing and hints is not None and hints.method is not None:
             return AccessInfo(method="numa-hint", scope="sampled by the kernel's NUMA scanner "
                               "(hinting faults per process)", reason=why)
