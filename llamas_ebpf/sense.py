@@ -183,7 +183,7 @@ class Sensor:
         health = self.health.get("access")
         if health is None:
             return None
-        balancing = _read_int(Path("/proc/sys/kernel/numa_balancing"))
+        balancing = nodes.read_int(Path("/proc/sys/kernel/numa_balancing"))
         hints = self.health.get("numa_hint")
         why = f"no DAMON method loaded: {health.reason}" if health.reason else "no DAMON method loaded"
         if balancing and hints is not None and hints.method is not None:
@@ -316,13 +316,6 @@ class Sensor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def _heat_fields(heat: dict[int, dict[str, int]], node: int,

@@ -22,7 +22,7 @@ from llamas_ebpf.advise.base import Advice
 from llamas_ebpf.advise.findings import findings
 from llamas_ebpf.advise.summary import WindowSummary
 from llamas_ebpf.devices.inventory import Inventory
-from llamas_ebpf.faces.text import safe
+from llamas_ebpf.faces.text import mib, safe
 from llamas_ebpf.snapshot import Snapshot
 
 SECTION_COLORS = {  # each section's marker; tests find these colours in the rendered page
@@ -158,10 +158,6 @@ def heatmap(snaps: list[Snapshot], window: WindowSummary) -> dict[str, Any]:
     return {"kind": "nodes-over-time", "rows": rows}
 
 
-def _mib(value: int | None) -> str:
-    return "-" if value is None else f"{value / (1 << 20):.0f}"
-
-
 def _by_node_mib(by_node: dict[Any, int]) -> str:
     return ", ".join(f"{node}: {size / (1 << 20):.0f}" for node, size in sorted(by_node.items())) or "none"
 
@@ -215,7 +211,7 @@ def to_markdown(report: dict[str, Any]) -> str:
                          f"{access['cold_min_age_s']:g} s; warm: the rest")
         if access["nodes"]:
             lines += ["", "| node | hot MiB | warm MiB | cold MiB | free MiB |", "|---|---|---|---|---|"]
-            lines += [f"| {n['node']} | {_mib(n['hot'])} | {_mib(n['warm'])} | {_mib(n['cold'])} | "
+            lines += [f"| {n['node']} | {mib(n['hot'])} | {mib(n['warm'])} | {mib(n['cold'])} | "
                       f"{n['free_mb'] if n['free_mb'] is not None else '-'} |" for n in access["nodes"]]
         for p in access["processes"]:
             lines.append(f"- pid {p['pid']} `{_md(p['comm'])}`: hot MiB by node {_by_node_mib(p['hot_bytes_by_node'])}, "
@@ -303,8 +299,8 @@ def _svg_access(access: dict[str, Any]) -> str:
            + (f"; {_e(access['reason'])}" if access.get("reason") else "") + ".</p>"]
     if access["nodes"]:
         out.append("<table><tr><th>node</th><th>hot MiB</th><th>warm MiB</th><th>cold MiB</th><th>free MiB</th></tr>"
-                   + "".join(f"<tr><td>{n['node']}</td><td>{_mib(n['hot'])}</td><td>{_mib(n['warm'])}</td>"
-                             f"<td>{_mib(n['cold'])}</td><td>{n['free_mb'] if n['free_mb'] is not None else '-'}</td></tr>"
+                   + "".join(f"<tr><td>{n['node']}</td><td>{mib(n['hot'])}</td><td>{mib(n['warm'])}</td>"
+                             f"<td>{mib(n['cold'])}</td><td>{n['free_mb'] if n['free_mb'] is not None else '-'}</td></tr>"
                              for n in access["nodes"]) + "</table>")
     for p in access["processes"]:
         cells = p["cells"]

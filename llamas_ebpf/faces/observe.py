@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from llamas_ebpf.faces.text import safe
+from llamas_ebpf.faces.text import mib, safe
 from llamas_ebpf.snapshot import Snapshot
 
 HEADER = (
@@ -12,17 +12,12 @@ HEADER = (
     f"{'ALLOC_LOC':>9} {'ALLOC_REM':>9} {'HINT_LOC':>8} {'HINT_REM':>8} "
     f"{'MIG_NODE':>8} {'MIG_XNODE':>9} {'GPU_CALLS':>9} {'HOT_MIB':>8} {'COLD_MIB':>8} {'HOT_NODES':<12}"
 )
-MIB = 1 << 20
-
-
-def _mib(value: int | None) -> str:
-    return "-" if value is None else f"{value / MIB:.0f}"
 
 
 def _nodes(by_node: dict[int, int]) -> str:
     """Where the hot bytes are: node:MiB, most first."""
     ranked = sorted(by_node.items(), key=lambda kv: -kv[1])
-    parts = [f"{node}:{size / MIB:.0f}" for node, size in ranked if size]
+    parts = [f"{node}:{mib(size)}" for node, size in ranked if size]
     return ",".join(parts) or "-"
 
 
@@ -41,7 +36,7 @@ def access_lines(snap: Snapshot) -> list[str]:
     lines = [how]
     if access.reason:
         lines.append(f"  note: {safe(access.reason, 300)}")
-    heat = [f"node{n.id} hot {_mib(n.hot_bytes)} warm {_mib(n.warm_bytes)} cold {_mib(n.cold_bytes)} MiB"
+    heat = [f"node{n.id} hot {mib(n.hot_bytes)} warm {mib(n.warm_bytes)} cold {mib(n.cold_bytes)} MiB"
             + (f" free {n.free_mb} MiB" if n.free_mb is not None else "")
             for n in snap.nodes if n.hot_bytes is not None]
     if heat:
@@ -79,6 +74,6 @@ def render(snap: Snapshot, top: int | None) -> str:
             f"{p.faults.read:>8} {p.faults.write:>8} {p.numa.alloc_local:>9} "
             f"{p.numa.alloc_remote:>9} {_opt(p.numa.hint_local):>8} {_opt(p.numa.hint_remote):>8} "
             f"{p.cpu_migrations.same_node:>8} {p.cpu_migrations.cross_node:>9} "
-            f"{sum(p.gpu.calls.values()):>9} {_mib(hot):>8} {_mib(cold):>8} {where:<12}"
+            f"{sum(p.gpu.calls.values()):>9} {mib(hot):>8} {mib(cold):>8} {where:<12}"
         )
     return "\n".join(lines)

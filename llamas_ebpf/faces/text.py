@@ -20,3 +20,8 @@ def human(value: float) -> str:
             return f"{value:.0f}{unit}" if unit == "" or value >= 100 else f"{value:.1f}{unit}"
         value /= 1000
     return f"{value:.0f}P"
+
+
+def mib(size: int | None) -> str:
+    """Bytes as whole MiB, '-' where unknown."""
+    return "-" if size is None else f"{size / (1 << 20):.0f}"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llamas_ebpf.kernel import procfs
+from llamas_ebpf.kernel.nodes import read_int
 
 ADMIN = Path("/sys/kernel/mm/damon/admin")
 
@@ -82,16 +83,9 @@ def _write(path: Path, value: object) -> None:
         raise DamonUnavailable(f"writing {value} to {path}: {exc.strerror}") from None
 
 
-def _int(path: Path) -> int | None:
-    try:
-        return int(_read(path))
-    except (OSError, ValueError):
-        return None
-
-
 def survey(root: Path = ADMIN) -> Survey:
     kdamonds_dir = root / "kdamonds"
-    count = _int(kdamonds_dir / "nr_kdamonds")
+    count = read_int(kdamonds_dir / "nr_kdamonds")
     if count is None:
         return Survey(False, f"no DAMON sysfs interface at {root} (CONFIG_DAMON_SYSFS)")
     kdamonds = []
@@ -103,13 +97,13 @@ def survey(root: Path = ADMIN) -> Survey:
         except OSError:
             continue
         contexts = []
-        for context in range(_int(base / "contexts/nr_contexts") or 0):
+        for context in range(read_int(base / "contexts/nr_contexts") or 0):
             ctx = base / "contexts" / str(context)
             with contextlib.suppress(OSError):
                 contexts.append(_read(ctx / "operations"))
             with contextlib.suppress(OSError):
                 operations.update(_read(ctx / "avail_operations").split())
-        pid = _int(base / "pid")
+        pid = read_int(base / "pid")
         kdamonds.append(Kdamond(index, state, pid if pid and pid > 0 else None, tuple(contexts)))
     goal = "contexts/0/monitoring_attrs/intervals/intervals_goal"
     auto_tune = any((kdamonds_dir / str(k.index) / goal).is_dir() for k in kdamonds)
@@ -269,7 +263,7 @@ class OwnKdamond:
 
     def thread(self) -> int | None:
         """The kdamond's pid while it runs (the tracepoint fires in that thread)."""
-        pid = _int(self.base / "pid")
+        pid = read_int(self.base / "pid")
         return pid if pid and pid > 0 else None
 
     def intervals(self) -> Intervals:
@@ -323,8 +317,8 @@ def why_not(found: Survey, operations: str, marker: Marker) -> str | None:
 
 
 def read_intervals(attrs: Path) -> Intervals:
-    return Intervals(_int(attrs / "sample_us") or SAMPLE_US, _int(attrs / "aggr_us") or AGGR_US,
-                     _int(attrs / "update_us") or UPDATE_US)
+    return Intervals(read_int(attrs / "sample_us") or SAMPLE_US, read_int(attrs / "aggr_us") or AGGR_US,
+                     read_int(attrs / "update_us") or UPDATE_US)
 
 
 def passive_paddr(found: Survey, root: Path = ADMIN) -> tuple[Kdamond, Intervals] | None:

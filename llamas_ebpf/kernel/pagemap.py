@@ -133,28 +133,10 @@ class Sample:
 
 
 class Pagemap:
-    """One process's pagemap, open for a scan: ranges read whole, or every stride-th page."""
+    """One process's pagemap, open for sampling its mappings."""
 
     def __init__(self, pid: int, proc: Path = Path("/proc")) -> None:
         self.fd = os.open(proc / str(pid) / "pagemap", os.O_RDONLY | os.O_CLOEXEC)
-
-    def scan(self, start: int, end: int, node_of: NodeOfPfn, max_pages: int) -> Placement:
-        """[start, end), reading at most about `max_pages` entries: whole when it fits, else
-        CHUNK-page chunks spaced evenly over it (one read each)."""
-        first, last = start // PAGE_SIZE, (end + PAGE_SIZE - 1) // PAGE_SIZE
-        pages = max(last - first, 0)
-        out = Placement()
-        if pages <= max_pages:
-            spans = [(chunk, min(MAX_READ, last - chunk)) for chunk in range(first, last, MAX_READ)]
-        else:
-            count = max(1, max_pages // CHUNK)
-            step = pages / count
-            starts = [first + int(i * step) for i in range(count)]
-            spans = [(page, min(CHUNK, last - page)) for page in starts]
-        for page, count in spans:
-            decode(os.pread(self.fd, count * ENTRY, page * ENTRY), node_of, out)
-        out.scale = pages / out.pages_read if out.pages_read else 1.0
-        return out
 
     def sample(self, start: int, end: int, node_of: NodeOfPfn, max_pages: int) -> Sample:
         """[start, end) as CHUNK-page chunks: whole when it fits in `max_pages`, else evenly
@@ -209,36 +191,24 @@ def mappings(pid: int, proc: Path = Path("/proc")) -> list[tuple[int, int]]:
     return out
 
 
-def pieces(start: int, end: int, vmas: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """[start, end) cut at the mappings' bounds, the unmapped gaps left out."""
-    index = bisect.bisect_right(vmas, (start, 1 << 64)) - 1
-    index = max(index, 0)
+def pieces(start: int, end: int, vmas: list[tuple[int, int]]) -> list[tuple[int, int, tuple[int, int]]]:
+    """[start, end) cut at the mappings' bounds, the unmapped gaps left out: (start, end, the
+    mapping) for each piece."""
+    index = max(bisect.bisect_right(vmas, (start, 1 << 64)) - 1, 0)
     out = []
-    for low, high in vmas[index:]:
-        if low >= end:
+    for vma in vmas[index:]:
+        if vma[0] >= end:
             break
-        a, b = max(start, low), min(end, high)
+        a, b = max(start, vma[0]), min(end, vma[1])
         if b > a:
-            out.append((a, b))
+            out.append((a, b, vma))
     return out
 
 
 def address_span(pid: int, proc: Path = Path("/proc")) -> tuple[int, int] | None:
     """The lowest start and highest end of a process's mappings, the vsyscall page aside."""
-    low = high = None
-    try:
-        with open(proc / str(pid) / "maps") as maps:
-            for line in maps:
-                bounds = line.split(" ", 1)[0]
-                first, _, last = bounds.partition("-")
-                begin, finish = int(first, 16), int(last, 16)
-                if begin >= 0xFFFF_FFFF_FF60_0000:  # [vsyscall]: not the process's memory
-                    continue
-                low = begin if low is None else min(low, begin)
-                high = finish if high is None else max(high, finish)
-    except (OSError, ValueError):
-        return None
-    return (low, high) if low is not None and high is not None else None
+    vmas = mappings(pid, proc)
+    return (vmas[0][0], max(high for _low, high in vmas)) if vmas else None
 
 
 def clear_soft_dirty(pid: int, proc: Path = Path("/proc")) -> None:

@@ -239,6 +239,7 @@ class AccessProbe(Probe):
         self.samples: dict[int, tuple[float, bool, dict[tuple[int, int], pagemap.Sample]]] = {}
         self.node_of = pagemap.NodeOfPfn(self.options.pfn_ranges)
         self.reasons = ""
+        self._health_prev = (0, 0)  # (map full, drops) at the last collect
 
     def source(self, method: str) -> ProgramSource:
         return ProgramSource("damon_access.c")
@@ -252,7 +253,6 @@ class AccessProbe(Probe):
                 raise RuntimeError("the paddr kdamond stopped")
             kdamond, self.intervals = found
             self._set_thread(kdamond.pid)
-            self.passive = kdamond
         else:
             operations = method.removeprefix("damon-")
             try:
@@ -452,8 +452,7 @@ class AccessProbe(Probe):
         cut: dict[int, list[tuple[Folded, int, int, tuple[int, int]]]] = {}
         for pid, regions in by_pid.items():
             vmas = pagemap.mappings(pid)
-            cut[pid] = [(r, a, b, vma) for r in regions for vma in vmas
-                        if (a := max(r.start, vma[0])) < (b := min(r.end, vma[1]))]
+            cut[pid] = [(r, *piece) for r in regions for piece in pagemap.pieces(r.start, r.end, vmas)]
         span = sum(vma[1] - vma[0] for parts in cut.values() for vma in {p[3] for p in parts}) or 1
         budget = metrics.PAGEMAP_PAGES
         for pid, parts in cut.items():
@@ -526,7 +525,7 @@ class AccessProbe(Probe):
         before = self._health()
         self.collect(out)
         full, drops = before
-        prev_full, prev_drops = getattr(self, "_health_prev", (0, 0))
+        prev_full, prev_drops = self._health_prev
         self._health_prev = before
         return max(full - prev_full, 0), max(drops - prev_drops, 0)
 

@@ -12,7 +12,8 @@ import pytest
 from llamas_ebpf import metrics
 from llamas_ebpf.kernel import damon, pagemap
 from llamas_ebpf.kernel.nodes import PfnRange
-from llamas_ebpf.probes.access import Seen, fold, merge, physical_by_node, totals
+from llamas_ebpf.probes.access import RETARGET_S, AccessProbe, Seen, fold, merge, physical_by_node, totals
+from llamas_ebpf.probes.base import ProbeOptions, SnapshotBuilder
 from llamas_ebpf.snapshot import AccessRegion
 
 
@@ -208,8 +209,10 @@ def test_pagemap_scan_reads_a_range_whole_or_sampled(tmp_path):
     (tmp_path / "42/pagemap").write_bytes(b"".join(
         struct.pack("<Q", pagemap.PRESENT | (i + 1) if i % 2 else 0) for i in range(pages)))
     with pagemap.Pagemap(42, tmp_path) as pm:
-        whole = pm.scan(0, pages * pagemap.PAGE_SIZE, node_of, max_pages=pages)
-        sampled = pm.scan(0, pages * pagemap.PAGE_SIZE, node_of, max_pages=1024)
+        whole = pm.sample(0, pages * pagemap.PAGE_SIZE, node_of, max_pages=pages).placement(
+            0, pages * pagemap.PAGE_SIZE)
+        sampled = pm.sample(0, pages * pagemap.PAGE_SIZE, node_of, max_pages=1024).placement(
+            0, pages * pagemap.PAGE_SIZE)
     assert whole.pages_read == pages and whole.by_node == {0: pages // 2}
     assert sampled.pages_read == 1024 and sampled.scale == 4.0
     assert sampled.bytes_by_node() == {0: pages // 2 * pagemap.PAGE_SIZE}
@@ -217,9 +220,10 @@ def test_pagemap_scan_reads_a_range_whole_or_sampled(tmp_path):
 
 def test_regions_are_cut_at_mappings():
     vmas = [(0x1000, 0x3000), (0x3000, 0x4000), (0x8000, 0x9000)]
-    assert pagemap.pieces(0x2000, 0x8800, vmas) == [(0x2000, 0x3000), (0x3000, 0x4000), (0x8000, 0x8800)]
+    assert pagemap.pieces(0x2000, 0x8800, vmas) == [(0x2000, 0x3000, vmas[0]), (0x3000, 0x4000, vmas[1]),
+                                                     (0x8000, 0x8800, vmas[2])]
     assert pagemap.pieces(0x4000, 0x8000, vmas) == []
-    assert pagemap.pieces(0x0, 0x1800, vmas) == [(0x1000, 0x1800)]
+    assert pagemap.pieces(0x0, 0x1800, vmas) == [(0x1000, 0x1800, vmas[0])]
 
 
 def test_neighbours_written_differently_stay_apart():
@@ -252,26 +256,24 @@ def test_a_sample_places_any_range_inside_its_mapping(tmp_path):
     assert sparse.placement(pagemap.CHUNK * size, pagemap.CHUNK * size + 4 * size).bytes_by_node() == {0: 4 * size}
 
 
+class Builder(SnapshotBuilder):
+    """One interval's processes and their faults, some of them dead, without /proc."""
+
+    def __init__(self, faults: dict[int, int], dead: frozenset[int] | set[int] = frozenset()):
+        super().__init__()
+        self.dead = dead
+        for pid, count in faults.items():
+            self.process(pid).faults.user = count
+
+    def alive(self, pid: int) -> bool:
+        return pid not in self.dead
+
+
 def test_targets_keep_their_slots_and_yield_to_processes_wanted_more():
     """Chosen by the faults of the interval (a cgroup-filtered sensor, so /proc is not ranked):
     a slot keeps its process while it lives; a busier one takes the least wanted slot; one asked
     about is never displaced; a dead one's slot is given at once."""
-    from pathlib import Path as P
-
-    from llamas_ebpf.probes.access import RETARGET_S, AccessProbe
-    from llamas_ebpf.probes.base import ProbeOptions, SnapshotBuilder
-
-    class Builder(SnapshotBuilder):
-        def __init__(self, faults: dict[int, int], dead: set[int] = frozenset()):
-            super().__init__()
-            self.dead = dead
-            for pid, count in faults.items():
-                self.process(pid).faults.user = count
-
-        def alive(self, pid: int) -> bool:
-            return pid not in self.dead
-
-    probe = AccessProbe(ProbeOptions(bpf_dir=P("."), cgroup_ids=[1], access_targets=2))
+    probe = AccessProbe(ProbeOptions(bpf_dir=Path("."), cgroup_ids=[1], access_targets=2))
     probe.targets, probe.ranked, probe.retargeted = [], [], -100.0
     assert probe._choose(Builder({10: 50, 11: 40, 12: 30}), 0.0) == [10, 11]
     probe.targets, probe.retargeted = [10, 11], 0.0
@@ -288,19 +290,9 @@ def test_targets_keep_their_slots_and_yield_to_processes_wanted_more():
 
 
 def test_a_dead_target_holds_its_slot_so_the_others_keep_theirs():
-    from pathlib import Path as P
-
-    from llamas_ebpf.probes.access import AccessProbe
-    from llamas_ebpf.probes.base import ProbeOptions, SnapshotBuilder
-
-    class Builder(SnapshotBuilder):
-        def alive(self, pid: int) -> bool:
-            return pid != 11
-
-    probe = AccessProbe(ProbeOptions(bpf_dir=P("."), cgroup_ids=[1], access_targets=4, focus={12}))
+    probe = AccessProbe(ProbeOptions(bpf_dir=Path("."), cgroup_ids=[1], access_targets=4, focus={12}))
     probe.targets, probe.ranked, probe.retargeted = [10, 11, 12], [], 0.0
-    out = Builder()
-    out.process(10).faults.user = 5
+    out = Builder({10: 5}, dead={11})
     # 11 died and nothing waits for a slot: no commit at all, 12 stays in the third slot
     assert probe._choose(out, 100.0) == [10, 11, 12]
     out.process(13).faults.user = 50  # now one waits: it takes the dead slot
