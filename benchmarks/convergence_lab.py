@@ -8,13 +8,18 @@ The workload (benchmarks/hotcold.c) runs on node0's CPU. It reads HOT pages all 
 COLD pages once and leaves them, and maps/writes/unmaps a few pages every 10 ms, as programs
 allocate. Before each arm starts, the harness puts every hot and cold page on node2, the slow
 CPU-less tier: the state a process is in after its memory was demoted, or allocated when DRAM was
-full. Then, per arm, for --seconds:
+full. A shell loop spins on node0's CPU beside it in every arm (under TCG a process alone on its
+CPU never refills the emulator's TLB, so no accessed bit is ever set again for DAMON to see).
+Then, per arm, for --seconds:
   - kernel-1   numa_balancing=1: hinting faults move pages towards the CPU that touches them;
   - kernel-2   numa_balancing=2: hot pages on a slower tier are promoted to the fast tier;
   - llamas     numa_balancing=0 and `llamas run --advisor heuristic` (started and compiled
-               before the workload starts; its start-up is reported apart);
+               once the pages are placed and before the workload starts reading; its start-up
+               is reported apart; the harness's own pid is in its deny list);
   - none       numa_balancing=0 and nothing else: the floor.
-Reported per arm: the fraction of hot pages on the fast tier (node0 or node1) and on node0 over
+Reported per arm (pages migrated also as a ratio to the minimum, the hot pages, since every hot
+page starts on node2 and no cold one needs to move): the fraction of hot pages on the fast tier
+(node0 or node1) and on node0 over
 time (move_pages' own query, every second), the seconds until 50% and 90% of the hot pages are on
 the fast tier, where the cold pages ended up, pages migrated (/proc/vmstat pgmigrate_success,
 which counts the kernel's and move_pages' migrations alike), and CPU: the workload's own user and
@@ -93,6 +98,9 @@ class Llamas:
     def __init__(self, work: Path, decide_every: float) -> None:
         env = {**os.environ, "LLAMAS_STATE_DIR": str(work / "state"), "LLAMAS_CONFIG_DIR": str(work),
                "LLAMAS_PIN_DIR": "/sys/fs/bpf/llamas-convergence"}
+        # the harness holds memory it leaves idle too, which llamas would demote: not ours to judge
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "config.toml").write_text(f"[guardrails]\ndeny_pids = [{os.getpid()}]\n")
         started = time.monotonic()
         self.proc = subprocess.Popen(
             ["llamas", "run", "--advisor", "heuristic", "--decide-every", str(decide_every),
@@ -118,8 +126,11 @@ class Llamas:
 
 
 def arm(name: str, balancing: int, binary: Path, args: argparse.Namespace, work: Path) -> dict:
-    Path("/proc/sys/kernel/numa_balancing").write_text(str(balancing))
-    llamas = Llamas(work / name, args.decide_every) if name == "llamas" else None
+    Path("/proc/sys/kernel/numa_balancing").write_text("0")  # while the harness places the pages
+    # a second process busy on the workload's CPU, in every arm: under TCG a process alone on its
+    # CPU keeps its whole working set in the emulator's TLB, never walks its page tables again, and
+    # the accessed bits DAMON samples stay clear (tests/guest/access.py says more)
+    contender = subprocess.Popen(["taskset", "-c", "0", "sh", "-c", "while :; do :; done"])
     child = subprocess.Popen(["taskset", "-c", "0", str(binary), str(args.hot), str(args.cold), "16"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert child.stdin is not None and child.stdout is not None
@@ -128,6 +139,10 @@ def arm(name: str, balancing: int, binary: Path, args: argparse.Namespace, work:
     cold = [int(cold_at, 16) + i * 4096 for i in range(args.cold)]
     place(child.pid, hot + cold, 2)
     on_slow = nodes_of(child.pid, hot + cold).count(2) / (args.hot + args.cold)
+    # llamas starts once the pages are placed (its own judgement of the half-placed workload is
+    # not the question), and before the workload does; its BPF compile is reported apart
+    Path("/proc/sys/kernel/numa_balancing").write_text(str(balancing))
+    llamas = Llamas(work / name, args.decide_every) if name == "llamas" else None
     before_vm, before_busy = vmstat(), busy_seconds()
     before_llamas = cpu_seconds(llamas.proc.pid) if llamas else (0.0, 0.0)
     child.stdin.write("go\n")
@@ -149,6 +164,9 @@ def arm(name: str, balancing: int, binary: Path, args: argparse.Namespace, work:
     child.stdin.write("stop\n")
     child.stdin.flush()
     child.wait(timeout=60)
+    contender.kill()
+    contender.wait()
+    migrated = after_vm["pgmigrate_success"] - before_vm["pgmigrate_success"]
     result = {
         "arm": name, "numa_balancing": balancing, "seconds": round(elapsed, 1),
         "placed_on_node2_at_start": round(on_slow, 3),
@@ -157,6 +175,9 @@ def arm(name: str, balancing: int, binary: Path, args: argparse.Namespace, work:
         "t50_hot_on_fast_tier_s": next((t for t, fast, *_ in series if fast >= 0.5), None),
         "t90_hot_on_fast_tier_s": next((t for t, fast, *_ in series if fast >= 0.9), None),
         "cold_on_fast_tier_peak": max(row[3] for row in series),
+        "cold_on_slow_tier_final": round(1 - series[-1][3], 3),
+        # every hot page had to move (all started on node2); no cold one did
+        "pages_migrated_over_minimum": round(migrated / args.hot, 3),
         "cold_mapping_at_end": cold_mapping,
         "vmstat": {k: after_vm[k] - before_vm[k] for k in VMSTAT},
         "workload_cpu_s": {"user": round(work_user, 2), "system": round(work_system, 2)},

@@ -13,6 +13,7 @@ BPF_TABLE("lru_percpu_hash", u32, struct cpu_migration_counts, thread_migrations
 LLAMAS_HEALTH(cpu_migrate);
 
 LLAMAS_LOOKUP_OR_INIT(thread_migrations, u32, struct cpu_migration_counts, cpu_migrate, PROC);
+LLAMAS_CACHED(thread_migrations, struct cpu_migration_counts);
 
 TRACEPOINT_PROBE(sched, sched_migrate_task)
 {
@@ -24,7 +25,7 @@ TRACEPOINT_PROBE(sched, sched_migrate_task)
     u32 *to_node = cpu_node.lookup(&to);
     if (!from_node || !to_node || *from_node == 0 || *to_node == 0)
         return 0;
-    struct cpu_migration_counts *counts = thread_migrations_get(&tid);
+    struct cpu_migration_counts *counts = thread_migrations_counts(tid);
     if (counts) {
         if (*from_node == *to_node)
             counts->same_node++;

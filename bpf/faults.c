@@ -20,6 +20,7 @@ BPF_PERCPU_ARRAY(node_faults, u64, LLAMAS_MAX_NODES);
 LLAMAS_HEALTH(faults);
 
 LLAMAS_LOOKUP_OR_INIT(proc_faults, u32, struct fault_counts, faults, PROC);
+LLAMAS_CACHED(proc_faults, struct fault_counts);
 
 #ifdef LLAMAS_FILTER
 BPF_HASH(watched_tgids, u32, u8, 4096);
@@ -53,11 +54,12 @@ static __always_inline int count_fault(u64 address, u64 error_code, int kernel)
     if (!is_watched(tgid))
         return 0;
 #endif
-    struct fault_counts *counts = proc_faults_get(&tgid);
+    struct fault_counts *counts = proc_faults_counts(tgid);
     if (!counts)
         return 0;
-    if (counts->user_read + counts->user_write + counts->kernel_read + counts->kernel_write == 0)
-        remember_comm(tgid);
+    if (counts->user_read + counts->user_write + counts->kernel_read + counts->kernel_write == 0 &&
+        !comms.lookup(&tgid))
+        remember_comm(tgid);  /* the process's first fault, or the first since it took its slot */
     int write = (error_code & X86_PF_WRITE) != 0;
     if (kernel) {
         if (write) counts->kernel_write++; else counts->kernel_read++;

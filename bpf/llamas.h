@@ -3,7 +3,8 @@
  * Python reads the defines and struct layouts from this file itself (llamas_ebpf/bpf_headers.py);
  * BCC hands Python ctypes views of these structs by name, so Python reads fields, never offsets. Nothing here reads a kernel struct:
  * the headers on this host may not match the running kernel, so every probe works from
- * tracepoint arguments and helpers only.
+ * tracepoint arguments and helpers only. One exception, with a fallback: numa_alloc.c's raw
+ * tracepoint reads the node bits of page->flags (it says why).
  */
 #ifndef LLAMAS_H
 #define LLAMAS_H
@@ -16,6 +17,7 @@
 #define LLAMAS_COMM_LEN 16
 #define LLAMAS_DAMON_TARGETS 64   /* kdamond target slots mapped to pids (damon_access.c) */
 #define LLAMAS_DAMON_REGIONS 16384 /* DAMON regions held between two reads, all targets */
+#define LLAMAS_CACHE_SLOTS 16     /* per-CPU first-level counter slots in front of a per-process map */
 
 /* <probe>_health[] slots, one per-CPU array per probe */
 #define HEALTH_PROC_INSERTS 0     /* new keys put in the per-process map */
@@ -39,6 +41,11 @@ static __always_inline int llamas_node_slot(int node)
  *   LLAMAS_LOOKUP_OR_INIT(map, key type, value type, probe, PROC|REGION);  `<map>_get(key *)`:
  *     lookup; on a miss, count an insert and lookup_or_try_init; on a second miss, count a full
  *     map (HEALTH_PROC_* or HEALTH_REGION_*). Python derives LRU evictions from the insert count.
+ *   LLAMAS_CACHED(map, value type);  after the map's LLAMAS_LOOKUP_OR_INIT (u32 keys): the per-CPU
+ *     array `<map>_cache` of LLAMAS_CACHE_SLOTS (key, value) slots and `<map>_counts(key)`, the
+ *     counters to add to. A key counts in its slot (key % slots) while no other key takes it, and
+ *     is added into the map when one does: the hot path is an array lookup, not a hash lookup.
+ *     Python reads the map, then the slots, and adds the two.
  *
  * The sensor compiles the probes' sources as one text into one BPF object
  * (llamas_ebpf/probes/bundle.py), so every map, helper and program name is unique across the

@@ -16,11 +16,12 @@ BPF_PERCPU_ARRAY(hint_matrix, u64, LLAMAS_MAX_NODES * LLAMAS_MAX_NODES);
 LLAMAS_HEALTH(numa_hint);
 
 LLAMAS_LOOKUP_OR_INIT(proc_hints, u32, struct hint_counts, numa_hint, PROC);
+LLAMAS_CACHED(proc_hints, struct hint_counts);
 
 KFUNC_PROBE(task_numa_fault, int last_cpupid, int mem_node, int pages, int flags)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    struct hint_counts *counts = proc_hints_get(&tgid);
+    struct hint_counts *counts = proc_hints_counts(tgid);
     if (counts) {
         if (flags & TNF_FAULT_LOCAL) {
             counts->local_faults++;

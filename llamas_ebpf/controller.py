@@ -22,16 +22,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from llamas_ebpf.advise import change
 from llamas_ebpf.advise.base import Advice, Advisor, AdvisorInput
 from llamas_ebpf.advise.summary import ProcSummary, WindowSummary, summarize
+from llamas_ebpf.advise.topology import Topology
 from llamas_ebpf.devices.inventory import Inventory
 from llamas_ebpf.enforce import Enforcer, RequestServer
+from llamas_ebpf.faces.text import safe
 from llamas_ebpf.policy import compile as policy_compile
 from llamas_ebpf.policy.document import PolicyDocument
 from llamas_ebpf.policy.state import diff, digest
@@ -45,7 +49,8 @@ WAIT_STEP = 0.25  # seconds between looks for a policy while none is in force
 
 
 def log(message: str) -> None:
-    print(f"llamas: {message}", file=sys.stderr, flush=True)
+    """One line on stderr; what it quotes from processes or the LLM (names, rationales) made inert."""
+    print(f"llamas: {safe(message)}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -75,6 +80,7 @@ class Activity:
 
     decisions: dict[str, int] = field(default_factory=dict)  # outcome -> count
     reverts: int = 0
+    skipped: int = 0  # decisions a costly advisor was not asked for: nothing changed materially
     llm_calls: int = 0
     llm_input_tokens: int = 0
     llm_output_tokens: int = 0
@@ -122,6 +128,9 @@ class Controller:
         self.activity = Activity()
         self.last_snapshot: Snapshot | None = None
         self.reload_requested = False  # set by SIGHUP; acted on between intervals
+        self.decide_requested = False  # set by SIGUSR1: end the window now, and ask the advisor
+        self.asked_facts: change.Facts | None = None  # what the costly advisor was last asked on
+        self.reverted_since_asked = False
         self.on_reload: Callable[[Controller], None] | None = None
 
     # ---- observing ----
@@ -157,14 +166,28 @@ class Controller:
         else:
             time.sleep(left)
 
+    def _detail(self) -> None:
+        """The processes the sensor details (and the access probe watches first) in every
+        snapshot, busy or idle: the ones a generation took, and the ones its watch judges. The
+        enforcer places the taken ones by the regions the sensor sees for them."""
+        if self.sensor is None:
+            return
+        watched = set(self.watch.baseline) if self.watch is not None else set()
+        self.sensor.detail_pids = watched | set(self.enforcer.rule_of)
+        self.enforcer.access_regions = self.sensor.access_regions
+        self.enforcer.write_slow = Topology(self.inventory).write_slow_ids()
+
     def observe(self, seconds: float) -> list[Snapshot]:
         snaps: list[Snapshot] = []
         for _ in paced(self.options.interval, duration=seconds, wait=self._wait):
             if self.sensor is not None:
+                self._detail()
                 snap = self.sensor.collect()
                 self.last_snapshot = snap
                 snaps.append(snap)
                 self.measure(snap)
+            if self.decide_requested and snaps:
+                break  # the operator asked: decide on what this window saw so far
         return snaps
 
     def measure(self, snap: Snapshot) -> None:
@@ -191,8 +214,7 @@ class Controller:
 
     def _end_watch(self) -> None:
         self.watch = None
-        if self.sensor is not None:
-            self.sensor.detail_pids = set()
+        self._detail()
 
     def revert(self, watch: Watch, before: float, after: float) -> None:
         detected = time.monotonic()
@@ -209,6 +231,7 @@ class Controller:
             reverted_document=watch.document.model_dump(by_alias=True, exclude_none=True),
             restored_generation=self.enforcer.state.generation if watch.previous is not None else None)
         self.activity.reverts += 1
+        self.reverted_since_asked = True
         self.say(f"reverted generation {watch.generation} in {latency:.2f} s: {reason}")
         self._end_watch()
 
@@ -225,7 +248,22 @@ class Controller:
         self._log_effect()
         given = AdvisorInput(self.inventory, window, self.enforcer.state.document, self.recent(),
                              self.enforcer.guard, self.enforcer.host, self.description_texts)
+        asked, reasons = None, []
+        if getattr(self.advisor, "on_change", False):
+            asked = change.facts(window, self.inventory, self.enforcer.state.document,
+                                 exclude=frozenset({os.getpid()}))
+            reasons = change.what_changed(self.asked_facts, asked)
+            if self.reverted_since_asked:
+                reasons.append("a generation was reverted")
+            if self.decide_requested:
+                reasons.insert(0, "the operator asked (SIGUSR1)")
+            self.decide_requested = False
+            if not reasons:
+                return self._skip(window, given, asked)
+        self.decide_requested = False
         advice = self.advisor.advise(given)
+        if asked is not None and not advice.unavailable:
+            self.asked_facts, self.reverted_since_asked = asked, False
         if advice.unavailable and self.fallback is not None:
             self.say(f"{advice.unavailable}; the {self.fallback.name} advisor decides this window")
             first = advice
@@ -233,17 +271,33 @@ class Controller:
             advice.usage = first.usage
             advice.unavailable = None
             advice.rationale = f"fallback after: {first.unavailable}. {advice.rationale}"
-        entry = self._act(advice, window, given, time.perf_counter() - started)
+        entry = self._act(advice, window, given, time.perf_counter() - started,
+                          asked_because=reasons or None)
         event = entry.get("event")
         self.activity.decided("applied" if event == "apply" else "refused" if event == "refused"
                               else str(entry.get("outcome")), advice)
         return entry
 
+    def _skip(self, window: WindowSummary, given: AdvisorInput, asked: change.Facts) -> dict[str, Any]:
+        """Nothing changed materially since the advisor was last asked: the policy stays."""
+        assert self.advisor is not None
+        generation = self.enforcer.state.generation
+        self.activity.skipped += 1
+        self.activity.decisions["skipped"] = self.activity.decisions.get("skipped", 0) + 1
+        reason = ("inputs unchanged since the last call (the same busy processes, remote fractions, hot "
+                  "memory per node, descriptions and policy; llamas_ebpf/advise/change.py)")
+        self.say(f"the {self.advisor.name} advisor was not asked: {reason}; keeping generation {generation}")
+        return self.enforcer.audit.append(
+            "decision", advisor=self.advisor.name, applied=False, outcome="skipped", reason=reason,
+            inputs_digest=_inputs_digest(window, given), material_digest=change.digest(asked),
+            skipped_total=self.activity.skipped, window_s=window.seconds)
+
     def _act(self, advice: Advice, window: WindowSummary, given: AdvisorInput,
-             seconds: float) -> dict[str, Any]:
+             seconds: float, asked_because: list[str] | None = None) -> dict[str, Any]:
         enforcer = self.enforcer
         fields = {
             "inputs_digest": _inputs_digest(window, given),
+            "asked_because": asked_because,
             "model": advice.usage.model,
             "usage": advice.usage.to_dict(),
             "tokens": {"input": advice.usage.input_tokens, "output": advice.usage.output_tokens},
@@ -292,8 +346,7 @@ class Controller:
                  f"removed {changes['removed']}, changed {changes['changed']}")
         if not self.options.once and baseline:
             self.watch = Watch(applied.generation, doc, previous, baseline)
-            if self.sensor is not None:
-                self.sensor.detail_pids = set(baseline)  # in every snapshot, busy or idle
+            self._detail()
         return enforcer.audit.entries()[-1]
 
     def _before(self, pid: int, window: WindowSummary) -> ProcSummary | None:

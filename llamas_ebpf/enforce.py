@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,19 @@ from typing import Any
 from llamas_ebpf import bpf_headers
 from llamas_ebpf.actuator.affinity import AffinityActuator, Journal
 from llamas_ebpf.actuator.cold import ColdTracker
-from llamas_ebpf.actuator.pages import REGION, PageJournal, PageMover, TokenBucket, pages_of, resident_regions
+from llamas_ebpf.actuator.pages import (
+    REGION,
+    PageJournal,
+    PageMover,
+    TokenBucket,
+    by_heat,
+    pages_of,
+    resident_regions,
+)
 from llamas_ebpf.config import Guardrails
 from llamas_ebpf.errors import LlamasError
 from llamas_ebpf.kernel import mounts
+from llamas_ebpf.metrics import PLACEMENT_PERIOD_S, PLACEMENT_WAIT_S
 from llamas_ebpf.paths import Paths
 from llamas_ebpf.policy import compile as policy_compile
 from llamas_ebpf.policy.document import PolicyDocument
@@ -30,6 +40,7 @@ from llamas_ebpf.policy.lock import state_lock, tighten
 from llamas_ebpf.policy.maps import CTL_EPOCH, FLAG_EXE_RULES, CompiledRule, PolicyMaps
 from llamas_ebpf.policy.state import AuditLog, PolicyState, diff, digest
 from llamas_ebpf.policy.validate import HostFacts, validate
+from llamas_ebpf.snapshot import AccessRegion
 
 _H = bpf_headers.defines("llamas_policy.h")
 REQ_CLASSIFIED, REQ_VIOLATION, REQ_HOT_REGION, REQ_EXEC = (
@@ -72,6 +83,13 @@ class Enforcer:
         self.queue: dict[int, list[tuple[int, int, int]]] = {}  # tgid -> (start, end, node) to place
         self.cold = ColdTracker()
         self.rule_of: dict[int, int] = {}
+        # a taken process's regions by heat, where the access probe watches it (the controller
+        # sets this to Sensor.access_regions; None: no figures, placement goes by mapping)
+        self.access_regions: Callable[[int], list[AccessRegion] | None] = lambda tgid: None
+        self.write_slow: set[int] = set()  # nodes that write slowly: no written region is demoted there
+        self.judged_at: dict[int, float] = {}  # tgid -> when its regions were last judged by heat
+        self.by_heat: set[int] = set()  # taken processes placed by their regions' heat
+        self.awaiting: dict[int, float] = {}  # tgid -> since when the access probe has had no regions
         # since this process started, for the metrics
         self.threads_pinned_total = 0
         self.pages_moved_total = 0
@@ -89,9 +107,12 @@ class Enforcer:
             if rule.memory is not None
         }
         self.queue.clear()
+        self.judged_at.clear()  # a new generation: every taken process is judged afresh
         if doc is None:
             self.rule_of.clear()
             self.cold.marked.clear()
+            self.by_heat.clear()
+            self.awaiting.clear()
 
     def refresh(self) -> bool:
         """Catch up with a generation put in force (or taken out) by another process, such as
@@ -160,6 +181,9 @@ class Enforcer:
             self.rule_of.pop(tgid, None)
             self.queue.pop(tgid, None)
             self.cold.forget(tgid)
+            self.by_heat.discard(tgid)
+            self.awaiting.pop(tgid, None)
+            self.judged_at.pop(tgid, None)
         return released, threads, pages
 
     def apply_raw(self, raw: bytes, advisor: str, source: str) -> Applied:
@@ -200,9 +224,13 @@ class Enforcer:
         rule = self.compiled[rule_index]
         if rule.home_node >= 0 and self.rule_of.get(tgid) != rule_index:
             self.rule_of[tgid] = rule_index
-            self.queue[tgid] = [(start, end, rule.home_node) for start, end in resident_regions(tgid)]
-            if rule.demote_node >= 0:
-                self.cold.mark(tgid)  # coldness is measured from now
+            by_access = self._by_access(tgid, rule_index)
+            if by_access is not None:
+                self.queue[tgid] = by_access
+            else:
+                self.queue[tgid] = [(start, end, rule.home_node) for start, end in resident_regions(tgid)]
+                if rule.demote_node >= 0:
+                    self.cold.mark(tgid)  # coldness is measured from now
         pinned = self.affinity.enforce(tgid, set(rule.cpus)) if rule.cpus else 0
         self.threads_pinned_total += pinned
         return pinned
@@ -217,13 +245,56 @@ class Enforcer:
         pending = self.queue.setdefault(tgid, [])
         pending.insert(0, (start, start + REGION, self.compiled[rule_index].home_node))
 
+    def _by_access(self, tgid: int, rule_index: int) -> list[tuple[int, int, int]] | None:
+        """Where each region of a taken process belongs, by its heat (pages.by_heat, with the
+        rule's nodes and cold_seconds). None where the access probe gives no figures for it, or
+        gave none for PLACEMENT_WAIT_S since it began to watch it: placement by mapping then; []
+        while it waits for the first aggregation (nothing moves before heat is known)."""
+        regions = self.access_regions(tgid)
+        if regions is None:
+            return None
+        now = time.monotonic()
+        if not regions:  # watched, nothing aggregated yet: wait for it, a while
+            waiting = self.awaiting.setdefault(tgid, now)
+            if now - waiting >= PLACEMENT_WAIT_S:
+                self.awaiting.pop(tgid, None)
+                return None
+            self.by_heat.add(tgid)
+            self.judged_at[tgid] = now - PLACEMENT_PERIOD_S + 1.0  # look again in a second
+            return []
+        self.awaiting.pop(tgid, None)
+        rule, doc = self.compiled[rule_index], self.state.document
+        memory = doc.rules[rule_index].memory if doc is not None else None
+        cold_seconds = memory.cold_seconds if memory is not None else 30
+        placed = by_heat(regions, resident_regions(tgid), rule.home_node, rule.demote_node, cold_seconds,
+                         self.write_slow)
+        self.judged_at[tgid] = now
+        self.by_heat.add(tgid)
+        return placed
+
     def demote_cold(self) -> int:
-        """For rules with a demote_node: queue the mappings of each taken process that went
+        """Where the access probe watches a taken process, judge its regions by heat again
+        every PLACEMENT_PERIOD_S once what was queued is placed (_by_access: hot ones home, cold
+        ones down). Otherwise, for rules with a demote_node: queue the mappings that went
         unaccessed for the rule's cold_seconds, then start the next measurement. Regions queued."""
         doc = self.state.document
         queued = 0
         for tgid, rule_index in list(self.rule_of.items()):
-            if doc is None or rule_index >= len(self.compiled) or self.compiled[rule_index].demote_node < 0:
+            if doc is None or rule_index >= len(self.compiled):
+                self.cold.forget(tgid)
+                continue
+            if tgid in self.by_heat:
+                due = time.monotonic() - self.judged_at.get(tgid, 0.0) >= PLACEMENT_PERIOD_S
+                if tgid not in self.queue and due:
+                    by_access = self._by_access(tgid, rule_index)
+                    if by_access is not None:
+                        self.queue[tgid] = by_access
+                        queued += len(by_access)
+                        continue
+                    self.by_heat.discard(tgid)  # no figures any more: by mapping from now on
+                else:
+                    continue
+            if self.compiled[rule_index].demote_node < 0:
                 self.cold.forget(tgid)
                 continue
             memory = doc.rules[rule_index].memory

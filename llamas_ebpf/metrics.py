@@ -22,12 +22,26 @@ MAJORITY = 0.50  # share of the pages that makes a node "where its memory is"
 BIG_PAGES = 65536  # resident pages (256 MiB) that make a process big enough to tier
 CROSS_NODE_MOVES_PER_S = 1.0  # cross-node CPU migrations a second worth a finding
 
+# ---- restraint: what a placement rule needs besides a reason ----
+BUSY_HOT_BYTES = 16 << 20  # hot bytes that make a process busy by access alone (it may take no faults)
+BUSY_INTERVAL_EVENTS = 64  # faults + allocations + hinting faults that make one interval busy
+MIN_BUSY_INTERVALS = 3  # intervals of the window it was busy in, at least (a start-up burst is one)
+MIN_RULE_AGE_S = 5.0  # seconds a process has run, at least, before a rule is written for it (start-up churn)
+MIN_GAIN_BYTES = 16 << 20  # hot bytes a rule would make local (or cold bytes it would demote), at least
+
+# ---- a material change: what makes a costly advisor (the LLM) worth asking again ----
+CHANGE_PROCESSES = 32  # the busiest processes whose facts count
+CHANGE_QUIET_FACTOR = 4  # a busy process counts as gone below a quarter of what made it busy
+CHANGE_REMOTE_STEP = 0.25  # a remote fraction counts in steps of this (0-25%, 25-50%, ...)
+CHANGE_BYTES_FACTOR = 2.0  # hot bytes on a node count in factors of this, from MIN_GAIN_BYTES up
+
 # ---- access (the access probe, DAMON) ----
 HOT_ACCESS_RATIO = 0.10  # of the samples of an aggregation that saw an access, at least: hot
 COLD_AGE_S = 3.0  # no access seen for at least this long: cold (else warm); a placement decision asks more
 ACCESS_REGIONS_KEPT = 24  # regions per process a snapshot keeps (the largest, neighbours merged)
 PAGEMAP_PAGES = 32_768  # pagemap entries read per interval, all processes (256 KiB; larger ranges sampled)
 PLACEMENT_PERIOD_S = 5.0  # a region's placement is read again at most this often (pages move slowly)
+PLACEMENT_WAIT_S = 15.0  # a taken process waits this long for its first DAMON regions, then goes by mapping
 SOFT_DIRTY_PERIOD_S = 10.0  # a process's soft-dirty bits are cleared at most this often
 SOFT_DIRTY_MIN_S = 2.0  # a written fraction covers at least this long
 
@@ -44,6 +58,11 @@ def heat(accesses: float, age_s: float, samples_per_aggregation: int) -> Literal
     if accesses == 0 and age_s >= COLD_AGE_S:
         return "cold"
     return "warm"
+
+
+def busy_interval(events: int, hot_bytes: int) -> bool:
+    """Whether one interval of a process counts as busy: events, or memory in use."""
+    return events >= BUSY_INTERVAL_EVENTS or hot_bytes >= BUSY_HOT_BYTES
 
 
 def fraction(part: int, whole: int) -> float:

@@ -35,6 +35,7 @@ from llamas_ebpf.probes.taskstats import TaskStatsProbe
 from llamas_ebpf.snapshot import (
     CMDLINE_LIMIT,
     AccessInfo,
+    AccessRegion,
     NodeSample,
     PageMigrationTotals,
     ProbeHealth,
@@ -283,6 +284,16 @@ class Sensor:
             access=out.access or self._access_fallback(),
         )
 
+    def access_regions(self, pid: int) -> list[AccessRegion] | None:
+        """A process's regions by heat at the last collect (the access probe's, with DAMON
+        vaddr): [] while it has none for it yet (not a target yet, or no aggregation since it
+        became one; a process in detail_pids becomes one at the next collect); None where no
+        per-process method loaded."""
+        for probe in self.probes:
+            if isinstance(probe, AccessProbe) and probe.method == "damon-vaddr":
+                return probe.regions(pid) or []
+        return None
+
     def describe(self, pid: int) -> ProcessSample | None:
         """A process's /proc facts now, with no counts (None: it is gone)."""
         if not procfs.alive(pid):
@@ -294,7 +305,9 @@ class Sensor:
     def _enrich(self, sample: ProcessSample) -> None:
         pid = sample.pid
         with contextlib.suppress(OSError, ValueError, IndexError):
-            sample.cpu_node = self.cpu_to_node.get(procfs.stat(pid).processor)
+            stat = procfs.stat(pid)
+            sample.cpu_node = self.cpu_to_node.get(stat.processor)
+            sample.age_s = round(procfs.age_s(stat), 1)
         with contextlib.suppress(OSError):
             sample.resident_by_node = mempolicy.pages_per_node(pid)
         sample.cmdline = procfs.cmdline(pid, limit=CMDLINE_LIMIT)

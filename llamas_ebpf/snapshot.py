@@ -159,6 +159,7 @@ class ProcessSample:
     cmdline: str | None = None  # its command line, cut to CMDLINE_LIMIT bytes
     threads_off_rule: int | None = None  # threads whose CPU mask reaches outside their rule's CPUs
     access: ProcessAccess | None = None  # for the processes the access probe monitors
+    age_s: float | None = None  # seconds since it started (detailed processes only)
 
     @property
     def total_faults(self) -> int:

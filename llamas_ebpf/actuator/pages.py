@@ -8,16 +8,19 @@ mover was stopped. A process that exits mid-way ends its work quietly (ESRCH).
 
 from __future__ import annotations
 
+import bisect
 import errno
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from llamas_ebpf.kernel import mempolicy
+from llamas_ebpf.metrics import WRITE_HEAVY
 from llamas_ebpf.policy.lock import write_atomically
+from llamas_ebpf.snapshot import AccessRegion
 
 PAGE = 4096
 REGION = 2 << 20
@@ -205,11 +208,53 @@ def resident_regions(pid: int, proc: Path = Path("/proc")) -> list[tuple[int, in
         if "w" not in perms or "p" not in perms or name in ("[vsyscall]", "[vvar]", "[vdso]"):
             continue
         start, end = (int(x, 16) for x in span.split("-"))
-        region = start - start % REGION
-        while region < end:
-            ranges.append((max(region, start), min(region + REGION, end)))
-            region += REGION
+        ranges += aligned(start, end)
     return ranges
+
+
+def clip(start: int, end: int, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of [start, end) inside `ranges` (sorted, not overlapping, as resident_regions
+    gives them): what of an access region may be moved, in 2 MiB-aligned pieces."""
+    lo = bisect.bisect_right(ranges, (start, 1 << 64)) - 1
+    parts = []
+    for a, b in ranges[max(lo, 0):]:
+        if a >= end:
+            break
+        if b > start:
+            parts.append((max(a, start), min(b, end)))
+    return parts
+
+
+def by_heat(regions: Sequence[AccessRegion], movable: list[tuple[int, int]], home: int, demote: int,
+            cold_seconds: float, write_slow: set[int]) -> list[tuple[int, int, int]]:
+    """Where each part of a process's memory belongs, by the heat the access probe saw: hot
+    regions on `home`; cold ones (no access for `cold_seconds`) on `demote` (-1: none), unless
+    they are written (WRITE_HEAVY) and that node writes slowly. Warm ones (a little access, or
+    too new to tell) and cold ones not that old yet stay where they are: a move is worth its
+    cost only for what is known. Only the `movable` parts (resident_regions), hot ones first."""
+    placed: list[tuple[int, int, int]] = []
+    for region in regions:
+        node = None
+        if region.heat == "hot":
+            node = home
+        elif demote >= 0 and region.age_s >= cold_seconds:
+            written = region.written_fraction is not None and region.written_fraction >= WRITE_HEAVY
+            if not (written and demote in write_slow):
+                node = demote
+        if node is not None:
+            placed += [(start, end, node) for start, end in clip(region.start, region.end, movable)]
+    placed.sort(key=lambda r: r[2] != home)
+    return placed
+
+
+def aligned(start: int, end: int) -> list[tuple[int, int]]:
+    """[start, end) cut at 2 MiB boundaries: the unit a budget defers."""
+    pieces = []
+    region = start - start % REGION
+    while region < end:
+        pieces.append((max(region, start), min(region + REGION, end)))
+        region += REGION
+    return pieces
 
 
 def pages_of(start: int, end: int) -> list[int]:

@@ -266,6 +266,7 @@ def build_prompt(given: AdvisorInput, budget: int, cmdline_mode: str = "redacted
 
 class ClaudeAdvisor:
     name = "claude"
+    on_change = True  # costly: asked only when the inputs changed materially (advise/change.py)
 
     def __init__(self, config: LlmConfig, audit: AuditLog, model: str | None = None,
                  api_key: str | None = None, base_url: str | None = None) -> None:

@@ -10,9 +10,16 @@ What it does, busiest process first, one rule per process at most:
              on one node (threads go to the memory when that node has CPUs and is on the fast
              tier, else memory comes home: hot pages stuck on a slow tier come back to DRAM);
   tier       big and busy on the fast tier, with a slower tier present -> cold mappings demoted.
+Where the access probe watched a process, placement is judged by its memory's heat (DAMON): a
+colocate rule from its hot bytes off the node it runs on, a tier rule from its cold bytes on the
+fast tier. With at least BUSY_HOT_BYTES hot, fault counts do not overrule that; with less (a
+process that allocates and drops, or one DAMON has only begun to watch) they still decide.
 Memory rules get `demote_node` on the slowest tier, except a write-slow one for a writer.
-Restraint: nothing for processes below BUSY_EVENTS events a window (or BUSY_GPU_CALLS), nothing
-for what the guardrails forbid, and at most the guardrails' rule count. Hysteresis: a rule it
+Restraint: nothing for processes below BUSY_EVENTS events a window and BUSY_HOT_BYTES hot (or
+BUSY_GPU_CALLS); nothing for one younger than MIN_RULE_AGE_S or busy in fewer than
+MIN_BUSY_INTERVALS intervals of the window (start-up churn); nothing that would make fewer than
+MIN_GAIN_BYTES hot bytes local (or demote fewer cold ones); nothing for what the guardrails
+forbid, and at most the guardrails' rule count. Hysteresis: a rule it
 wrote stays while its process lives (its evidence fades once the rule works, which is no reason
 to drop it), unless the loop reverted it; rules an administrator wrote are kept as they are.
 """
@@ -32,7 +39,12 @@ from llamas_ebpf.metrics import (
     BIG_PAGES,
     BUSY_EVENTS,
     BUSY_GPU_CALLS,
+    BUSY_HOT_BYTES,
+    COLD_AGE_S,
     MAJORITY,
+    MIN_BUSY_INTERVALS,
+    MIN_GAIN_BYTES,
+    MIN_RULE_AGE_S,
     READ_MOSTLY,
     REMOTE_ENTER,
     WRITE_HEAVY,
@@ -47,6 +59,24 @@ PREFIX = "h-"
 
 def _pct(x: float) -> str:
     return f"{round(100 * x)}%"
+
+
+def _mib(nbytes: float) -> str:
+    return f"{nbytes / (1 << 20):.0f} MiB"
+
+
+HELD_LISTED = 5  # processes held back by restraint named in the rationale, at most
+
+
+def restraint(p: ProcSummary, window_intervals: int) -> str | None:
+    """Why a busy process gets no rule yet, or None."""
+    if p.age_s is not None and p.age_s < MIN_RULE_AGE_S:
+        return f"{p.age_s:.0f} s old, under MIN_RULE_AGE_S {MIN_RULE_AGE_S:.0f} s"
+    needed = min(MIN_BUSY_INTERVALS, window_intervals)
+    if p.busy_intervals < needed:
+        return (f"busy in {p.busy_intervals} of {p.intervals} intervals, under MIN_BUSY_INTERVALS "
+                f"{MIN_BUSY_INTERVALS}")
+    return None
 
 
 class HeuristicAdvisor:
@@ -80,15 +110,21 @@ class HeuristicAdvisor:
                 taken.add(pid)
             if rule.match.comm is not None:
                 comms.add(rule.match.comm)
+        held: list[str] = []
+        window_intervals = max((q.intervals for q in given.window.processes), default=0)
         for p in given.window.processes:
             if len(rules) >= given.guard.max_rules:
                 break
             if p.pid in taken or p.comm in comms or p.pid in reverted:
                 continue
-            if p.activity < BUSY_EVENTS and p.gpu_calls < BUSY_GPU_CALLS:
+            if not p.busy and p.gpu_calls < BUSY_GPU_CALLS:
                 continue
             proposal = self._rule_for(p, topo)
             if proposal is None or not touchable(p.pid):
+                continue
+            held_back = restraint(p, window_intervals)
+            if held_back is not None:  # it would get a rule, but not yet
+                held.append(f"{p.comm} ({p.pid}) for {proposal[0]['name']}: {held_back}")
                 continue
             proposed, reason = proposal
             if proposed["name"] in why:
@@ -99,6 +135,9 @@ class HeuristicAdvisor:
             if "comm" in proposed["match"]:
                 comms.add(p.comm)
         rationale = "; ".join(f"{name}: {reason}" for name, reason in why.items()) or "no rule is warranted"
+        if held:
+            more = f" and {len(held) - HELD_LISTED} more" if len(held) > HELD_LISTED else ""
+            rationale += f"; held back: {', '.join(held[:HELD_LISTED])}{more}"
         if len(rationale) > 4000:
             rationale = rationale[:3990] + " [more]"
         document = {"schema": SCHEMA, "rationale": rationale, "rules": rules}
@@ -147,6 +186,10 @@ class HeuristicAdvisor:
                     f"read-mostly ({_pct(writes)} of faults are writes); node {target.id} reads nearly as "
                     f"fast as DRAM ({target.read_latency_ns} ns) but writes slowly: its pages go there, "
                     f"which frees DRAM for writers")
+        if p.access_seen:
+            decided = self._by_access(p, topo, name, match, memory)
+            if decided is not None or p.hot_bytes >= BUSY_HOT_BYTES:
+                return decided  # its hot memory says where it belongs; faults do not overrule it
         remote = p.remote_fraction
         if remote >= REMOTE_ENTER:
             if mem_node is not None and topo.has_cpus(mem_node) and topo.is_fast(mem_node):
@@ -168,6 +211,43 @@ class HeuristicAdvisor:
                          "memory": {"home_node": mem_node, "demote_node": demote, "max_mbps": MAX_MBPS}},
                         f"{sum(pages.values()) * 4 // 1024} MiB and busy: hot pages stay on node {mem_node}, "
                         f"mappings left idle go to node {demote}")
+        return None
+
+
+    def _by_access(self, p: ProcSummary, topo: Topology, name: Callable[[str], str], match: dict[str, Any],
+                   memory: Callable[[int, bool], dict[str, Any]]) -> tuple[dict[str, Any], str] | None:
+        """colocate and tier from where its hot and cold bytes are (the access probe's figures)."""
+        writer = p.write_fraction >= WRITE_HEAVY
+        hot = p.hot_bytes
+        if p.cpu_node is not None and hot:
+            off = p.hot_bytes_off(p.cpu_node)
+            if off >= MIN_GAIN_BYTES and off / hot >= REMOTE_ENTER:
+                hot_node, share = majority(p.hot_bytes_by_node)
+                seen = (f"{_mib(off)} of its {_mib(hot)} hot memory ({_pct(off / hot)}, REMOTE_ENTER "
+                        f"{_pct(REMOTE_ENTER)}) is off node {p.cpu_node}, where it runs; at least "
+                        f"MIN_GAIN_BYTES {_mib(MIN_GAIN_BYTES)} would become local")
+                if hot_node is not None and hot_node != p.cpu_node and topo.has_cpus(hot_node) \
+                        and topo.is_fast(hot_node):
+                    return ({"name": name("colocate"), "match": match, "cpu": {"nodes": [hot_node]},
+                             "memory": memory(hot_node, writer)},
+                            f"{seen}: threads go to node {hot_node}, which holds {_pct(share)} of it")
+                home = p.cpu_node if topo.is_fast(p.cpu_node) else topo.home_for(p)
+                if home is not None:
+                    return ({"name": name("colocate"), "match": match, "cpu": {"nodes": [home]},
+                             "memory": memory(home, writer)},
+                            f"{seen}: hot memory comes home to node {home} (its node "
+                            f"{hot_node} has no CPUs or is a slower tier)")
+        cold_fast = sum(size for node, size in p.cold_bytes_by_node.items() if topo.is_fast(node))
+        if cold_fast >= MIN_GAIN_BYTES and hot + p.cold_bytes >= BUSY_HOT_BYTES:
+            fast = [node for node, size in p.cold_bytes_by_node.items() if size and topo.is_fast(node)]
+            demote = topo.demote_target(writer)
+            if demote is not None and fast:
+                home = fast[0] if p.cpu_node is None or p.cpu_node not in fast else p.cpu_node
+                return ({"name": name("tier"), "match": match,
+                         "memory": {"home_node": home, "demote_node": demote, "max_mbps": MAX_MBPS}},
+                        f"{_mib(cold_fast)} of its memory on the fast tier saw no access for COLD_AGE_S "
+                        f"{COLD_AGE_S:.0f} s (MIN_GAIN_BYTES {_mib(MIN_GAIN_BYTES)}): hot memory stays "
+                        f"on node {home}, cold memory goes to node {demote}")
         return None
 
 

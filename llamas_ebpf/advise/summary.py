@@ -39,6 +39,10 @@ class ProcSummary:
     warm_bytes_by_node: dict[int, int] = field(default_factory=dict)
     cold_bytes_by_node: dict[int, int] = field(default_factory=dict)
     hot_written_fraction: float | None = None  # of its hot resident bytes, written in the window
+    access_seen: bool = False  # the access probe monitored it in the window
+    age_s: float | None = None  # seconds it had run at its last sample, where detailed
+    intervals: int = 0  # intervals of the window it appeared in
+    busy_intervals: int = 0  # of those, the busy ones (metrics.busy_interval)
 
     @classmethod
     def of(cls, sample: ProcessSample) -> ProcSummary:
@@ -54,6 +58,8 @@ class ProcSummary:
             self.cmdline = s.cmdline
         if s.cpu_node is not None:
             self.cpu_node = s.cpu_node
+        if s.age_s is not None:
+            self.age_s = s.age_s
         if s.resident_by_node is not None:
             self.resident_by_node = dict(s.resident_by_node)
         self.faults += s.faults.user + s.faults.kernel
@@ -71,7 +77,14 @@ class ProcSummary:
         for region in s.regions:
             self.region_reads += region.reads
             self.region_writes += region.writes
+        self.intervals += 1
+        events = s.faults.user + s.faults.kernel + s.numa.alloc_local + s.numa.alloc_remote
+        events += (s.numa.hint_local or 0) + (s.numa.hint_remote or 0)
+        hot_now = sum(s.access.hot_bytes_by_node.values()) if s.access is not None else 0
+        if metrics.busy_interval(events, hot_now):
+            self.busy_intervals += 1
         if s.access is not None:
+            self.access_seen = True
             self.hot_bytes_by_node = dict(s.access.hot_bytes_by_node)
             self.warm_bytes_by_node = dict(s.access.warm_bytes_by_node)
             self.cold_bytes_by_node = dict(s.access.cold_bytes_by_node)
@@ -84,6 +97,19 @@ class ProcSummary:
     @property
     def hot_bytes(self) -> int:
         return sum(self.hot_bytes_by_node.values())
+
+    @property
+    def cold_bytes(self) -> int:
+        return sum(self.cold_bytes_by_node.values())
+
+    def hot_bytes_off(self, node: int) -> int:
+        """Hot bytes on nodes other than `node`."""
+        return sum(size for n, size in self.hot_bytes_by_node.items() if n != node)
+
+    @property
+    def busy(self) -> bool:
+        """Busy enough in the window to act or report on: events, or hot memory."""
+        return self.activity >= metrics.BUSY_EVENTS or self.hot_bytes >= metrics.BUSY_HOT_BYTES
 
     @property
     def activity(self) -> int:
@@ -153,7 +179,7 @@ class WindowSummary:
     kernel: str
     seconds: float
     process_count: int
-    processes: list[ProcSummary]  # busiest first
+    processes: list[ProcSummary]  # busiest first (events, and hot pages counted as events)
     nodes: list[NodeSummary]
     system: dict[str, int]
     probes: dict[str, str]  # probe -> method or why unavailable
@@ -201,7 +227,9 @@ def summarize(snapshots: Iterable[Snapshot]) -> WindowSummary:
             if p is None:
                 p = procs[s.pid] = ProcSummary(s.pid, s.comm)
             p.add(s)
-    ranked = sorted(procs.values(), key=lambda p: (-p.activity, -p.hot_bytes, -p.gpu_calls, p.pid))
+    # a hot page counts as much as a fault: a steady-state process takes none and is busy all the same
+    ranked = sorted(procs.values(),
+                    key=lambda p: (-(p.activity + p.hot_bytes // 4096), -p.gpu_calls, p.pid))
     return WindowSummary(host=host, kernel=kernel, seconds=round(seconds, 3), process_count=len(procs),
                          processes=ranked, nodes=[nodes[k] for k in sorted(nodes)], system=system,
                          probes=probes, access=access)

@@ -5,6 +5,7 @@ placement worse (llamas_ebpf/controller.py). SIGINT and SIGTERM roll back unless
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -52,6 +53,21 @@ class _Stop:
         raise KeyboardInterrupt
 
 
+def ask_to_decide(paths: Paths) -> str:
+    """SIGUSR1 to the `llamas run` holding this state directory's run.lock: it ends its window
+    and asks its advisor, whatever changed."""
+    from llamas_ebpf.policy.lock import RunLock
+
+    pid = RunLock.holder(paths.state_dir)
+    if pid is None:
+        raise LlamasError(f"no llamas run is using {paths.state_dir}: nothing to ask")
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        raise LlamasError(f"the llamas run that held {paths.state_dir} (pid {pid}) is gone") from None
+    return f"asked llamas run (pid {pid}) to decide now"
+
+
 def run(
     advisor: Annotated[
         str, typer.Option("--advisor", help="heuristic, claude, replay, or none (keep the given policy).")
@@ -78,6 +94,9 @@ def run(
         str | None,
         typer.Option("--metrics", help="Serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9464)."),
     ] = None,
+    decide_now: Annotated[
+        bool, typer.Option("--decide-now", help="Ask the running daemon to decide now (SIGUSR1), and exit.")
+    ] = False,
 ) -> None:
     """Keep placement policy in force: observe, ask the advisor every window, validate, apply,
     measure, revert what made things worse. SIGINT/SIGTERM roll back unless --keep (or --once)."""
@@ -92,6 +111,9 @@ def run(
     from llamas_ebpf.sense import Sensor
     from llamas_ebpf.systemd import notify
 
+    if decide_now:
+        print(ask_to_decide(Paths.from_env()))
+        return
     if advisor not in ADVISORS:
         raise LlamasError(f"unknown advisor '{advisor}': choose one of {', '.join(ADVISORS)}")
     if advisor == "replay" and replay is None:
@@ -156,6 +178,7 @@ def run(
 
             serve_metrics(metrics_at, Exporter(controller))
         signal.signal(signal.SIGHUP, lambda *_: setattr(controller, "reload_requested", True))
+        signal.signal(signal.SIGUSR1, lambda *_: setattr(controller, "decide_requested", True))
         state = enforcer.state
         if chosen is None:
             doing = (f"keeping generation {state.generation} in force" if state.document is not None

@@ -142,6 +142,9 @@ class Exporter(Collector):
                                 value=len(state.document.rules) if state.document else 0)
         yield GaugeMetricFamily("llamas_policy_processes", "Processes the policy in force has taken.",
                                 value=len(enforcer.rule_of))
+        yield GaugeMetricFamily("llamas_processes_placed_by_heat",
+                                "Taken processes placed by DAMON's heat, region by region (else by mapping).",
+                                value=len(enforcer.by_heat))
         yield CounterMetricFamily("llamas_pages_moved", "Pages moved to their rule's nodes.",
                                   value=enforcer.pages_moved_total)
         yield CounterMetricFamily("llamas_threads_pinned", "Threads given their rule's CPUs.",

@@ -19,10 +19,29 @@ def show(state: PolicyState) -> str:
 
 
 def history(entries: list[dict[str, Any]]) -> str:
-    lines = []
+    """One line an entry; a run of decisions the advisor was not asked for is one line, with how
+    many and why."""
+    lines: list[str] = []
+    skipped: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if skipped:
+            first, last = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"])) for e in
+                           (skipped[0], skipped[-1]))
+            lines.append(safe(f"{first} skipped  {len(skipped)} decisions to {last} "
+                              f"{skipped[0].get('advisor', '')}: {skipped[0].get('reason', '')}"))
+            skipped.clear()
+
     for entry in entries:
+        if entry.get("outcome") == "skipped":
+            skipped.append(entry)
+            continue
+        flush()
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["time"]))
-        detail = entry.get("diff") or entry.get("validation")
+        detail = entry.get("diff") or entry.get("validation") or entry.get("outcome")
+        if entry.get("asked_because"):
+            detail = f"{detail} (asked: {'; '.join(entry['asked_because'])})"
         generation = entry.get("generation", "-")
         lines.append(safe(f"{when} {entry['event']:<8} gen {generation} {entry.get('advisor', '')} {detail}"))
+    flush()
     return "\n".join(lines)

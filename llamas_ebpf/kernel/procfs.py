@@ -19,6 +19,16 @@ class ProcStat:
     num_threads: int
     rss_pages: int
     processor: int  # the CPU it last ran on
+    start_ticks: int = 0  # when it started, in clock ticks after boot
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def age_s(started: ProcStat, proc: Path = PROC) -> float:
+    """Seconds since the process of this stat started (against /proc/uptime)."""
+    uptime = float((proc / "uptime").read_text().split()[0])
+    return max(uptime - started.start_ticks / TICKS, 0.0)
 
 
 def stat(pid: int, proc: Path = PROC) -> ProcStat:
@@ -36,6 +46,7 @@ def stat(pid: int, proc: Path = PROC) -> ProcStat:
         num_threads=int(rest[17]),
         rss_pages=int(rest[21]),
         processor=int(rest[36]),
+        start_ticks=int(rest[19]),
     )
 
 

@@ -69,6 +69,24 @@ class RunLock:
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 
+    @staticmethod
+    def holder(state_dir: Path) -> int | None:
+        """The pid of the daemon holding the lock now, or None when none does."""
+        try:
+            fd = os.open(state_dir / "run.lock", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                return int(text) if text.isdigit() else None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None  # nobody holds it
+        finally:
+            os.close(fd)
+
     def close(self) -> None:
         if self.fd >= 0:
             os.ftruncate(self.fd, 0)

@@ -227,6 +227,7 @@ class AccessProbe(Probe):
         self.remember: dict[tuple[int, int], tuple[int, int]] = {}
         self.reports = -1  # damon_reports at the last read of the region map
         self.current: list[Folded] | None = None
+        self.regions_of: dict[int, list[AccessRegion]] = {}
         self.heat_of: tuple[list[Folded], dict[int, dict[str, int]]] | None = None  # paddr: per node, cached
         self.targets: list[int] = []
         self.retargeted = 0.0
@@ -442,7 +443,13 @@ class AccessProbe(Probe):
                 row[heat] += size
         self.heat_of = (current, {node: dict(row) for node, row in out.node_heat.items()})
 
+    def regions(self, pid: int) -> list[AccessRegion] | None:
+        """Every region of a watched process at the last collect, each cut at its mappings, with
+        its heat, age, placement and written fraction (the snapshot keeps only the largest)."""
+        return self.regions_of.get(pid)
+
     def _per_process(self, current: list[Folded], out: SnapshotBuilder, now: float) -> None:
+        regions_of: dict[int, list[AccessRegion]] = {}
         by_pid: dict[int, list[Folded]] = {}
         for region in current:
             if region.pid in self.targets:
@@ -499,6 +506,7 @@ class AccessProbe(Probe):
                     self._clear(pid, now, keep=state)
             if not self.soft_dirty:
                 _write_faults(rows, out.process(pid).regions)
+            regions_of[pid] = rows
             access = totals(rows)
             largest = sorted(merge(rows), key=lambda r: -sum(r.bytes_by_node.values()))
             kept = largest[: metrics.ACCESS_REGIONS_KEPT]
@@ -510,6 +518,7 @@ class AccessProbe(Probe):
                 for node, size in by_node.items():
                     row = out.node_heat.setdefault(node, {"hot": 0, "warm": 0, "cold": 0})
                     row[heat_name] += size
+        self.regions_of = regions_of
 
     def _clear(self, pid: int, now: float, keep: Written | None = None) -> Written | None:
         try:

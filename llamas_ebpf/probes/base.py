@@ -136,10 +136,12 @@ class Probe(ABC):
     def health_map(self) -> str:
         return f"{self.name}_health"
 
-    def per_process(self, table: str, regions: str | None = None) -> CounterMap:
+    def per_process(self, table: str, regions: str | None = None, cached: bool = False) -> CounterMap:
         """The probe's per-process counter map (keys lead with the tgid or tid), and its health
-        counted against it: map-full events and LRU evictions (and those of its per-region map)."""
-        proc_map = CounterMap(self.bpf[table], owner=lambda k: k[0])
+        counted against it: map-full events and LRU evictions (and those of its per-region map).
+        `cached`: the source puts LLAMAS_CACHED slots in front of the map (bpf/llamas.h)."""
+        cache = self.bpf[f"{table}_cache"] if cached else None
+        proc_map = CounterMap(self.bpf[table], owner=lambda k: k[0], cache=cache)
         maps = {HEALTH_PROC_INSERTS: proc_map}
         if regions is not None:
             maps[HEALTH_REGION_INSERTS] = CounterMap(self.bpf[regions], owner=lambda k: k[0])
@@ -252,7 +254,7 @@ def _captured_stderr() -> Iterator[Callable[[], str]]:
             os.close(saved)
 
 
-_DIRECTIVE = re.compile(r"^LLAMAS_(HEALTH|LOOKUP_OR_INIT)\((.*)\);\s*$")
+_DIRECTIVE = re.compile(r"^LLAMAS_(HEALTH|LOOKUP_OR_INIT|CACHED)\((.*)\);\s*$")
 
 
 def _health(probe: str) -> str:
@@ -270,8 +272,24 @@ def _lookup_or_init(table: str, key: str, value: str, probe: str, kind: str) -> 
             f"{probe}_health_inc(v ? HEALTH_{kind}_INSERTS : HEALTH_{kind}_FULL); return v; }}")
 
 
+def _cached(table: str, value: str) -> str:
+    # The slot a key takes is key % LLAMAS_CACHE_SLOTS; a key that finds another in its slot adds
+    # that one's counts into `table` (this CPU's copy, so no atomics) and takes the slot, zeroed.
+    return (f"struct {table}_slot {{ u32 key; u32 pad; {value} value; }}; "
+            f"BPF_PERCPU_ARRAY({table}_cache, struct {table}_slot, LLAMAS_CACHE_SLOTS); "
+            f"static __always_inline {value} *{table}_counts(u32 key) "
+            f"{{ if (key == 0) return 0; u32 index = key % LLAMAS_CACHE_SLOTS; "
+            f"struct {table}_slot *slot = {table}_cache.lookup(&index); if (!slot) return 0; "
+            f"if (slot->key == key) return &slot->value; "
+            f"if (slot->key != 0) {{ {value} *held = {table}_get(&slot->key); if (held) {{ "
+            f"u64 *from = (u64 *)&slot->value, *to = (u64 *)held; "
+            f"for (int i = 0; i < (int)(sizeof({value}) / 8); i++) to[i] += from[i]; }} }} "
+            f"slot->key = key; __builtin_memset(&slot->value, 0, sizeof(slot->value)); "
+            f"return &slot->value; }}")
+
+
 def expand_source(text: str) -> str:
-    """A bpf/*.c text with its LLAMAS_HEALTH and LLAMAS_LOOKUP_OR_INIT lines written out
+    """A bpf/*.c text with its LLAMAS_HEALTH, LLAMAS_LOOKUP_OR_INIT and LLAMAS_CACHED lines written out
     (bpf/llamas.h says why they are not C macros), each on its own line, so clang's line numbers
     stay those of the file."""
     lines = text.split("\n")
@@ -284,6 +302,8 @@ def expand_source(text: str) -> str:
             lines[number] = _health(args[0])
         elif match.group(1) == "LOOKUP_OR_INIT" and len(args) == 5:
             lines[number] = _lookup_or_init(*args)
+        elif match.group(1) == "CACHED" and len(args) == 2:
+            lines[number] = _cached(*args)
         else:
             raise ValueError(f"line {number + 1}: {line.strip()}: wrong number of arguments")
     return "\n".join(lines)
@@ -313,6 +333,19 @@ def compile_bpf(bpf_dir: Path, source: str | None, cflags: list[str] | None = No
             errors = [line for line in stderr().splitlines() if "error:" in line]
             detail = f" ({errors[0].strip()})" if errors else ""
             raise RuntimeError(f"{one_line(exc)}{detail}") from None
+        finally:
+            _release_heap()
+
+
+def _release_heap() -> None:
+    """Give back to the system what clang freed: the compile's heap stays mapped otherwise (about
+    40 MB of the daemon's RSS with kernel headers included, and 30 MB without)."""
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return  # not glibc
+    trim(0)
 
 
 # ---- reading counter maps ------------------------------------------------------------------
@@ -354,9 +387,15 @@ class CounterMap:
     With an `owner`, keys whose owning task is gone are read one last time, then deleted from the
     map, so a full map means many live keys, not many dead ones. Evictions by the LRU are counted
     as inserts - live keys - keys we deleted.
+
+    With a `cache` (the map's LLAMAS_CACHED slots, bpf/llamas.h), a key's count is the map's
+    plus its slots', read in that order. A key that leaves its slot between the two reads is
+    missed by this read and counted by the next, so a count that seems to fall is held where it
+    was (never reported twice).
     """
 
-    def __init__(self, table: Any, owner: Callable[[tuple[int, ...]], int] | None, percpu: bool = True):
+    def __init__(self, table: Any, owner: Callable[[tuple[int, ...]], int] | None, percpu: bool = True,
+                 cache: Any = None):
         self.table = table
         self.owner = owner
         self._key = struct.Struct("<" + struct_format(table.Key))
@@ -371,6 +410,12 @@ class CounterMap:
         self._value_size = leaf_size * self._copies
         self._words = struct.Struct(f"<{self._width * self._copies}Q")
         self._prev: dict[bytes, tuple[bytes, tuple[int, ...]]] = {}  # key -> (raw value, decoded)
+        self.cache = cache
+        self._slot = struct.Struct(f"<II{self._width}Q")  # a cache slot: u32 key, pad, the value
+        if cache is not None and ctypes.sizeof(cache.sLeaf) != self._slot.size:
+            raise RuntimeError(f"cache slot {cache.sLeaf.__name__} is not a u32 key and the map's value")
+        self._reported: dict[tuple[int, ...], tuple[int, ...]] = {}  # cached: key -> total so far
+        self._held_before: set[tuple[int, ...]] = set()  # cached: the keys in a slot at the last read
         self.deleted_total = 0
         self.live = 0
 
@@ -382,9 +427,21 @@ class CounterMap:
             total = tuple(map(operator.add, total, words[copy * width : (copy + 1) * width]))
         return total
 
+    def _read_cache(self) -> dict[tuple[int, ...], tuple[int, ...]]:
+        """Each key's counts in the cache slots, every CPU's summed."""
+        raw = b"".join(value for _key, value in table_items(self.cache, self._slot.size * self._copies))
+        held: dict[tuple[int, ...], tuple[int, ...]] = {}
+        for key, _pad, *words in self._slot.iter_unpack(raw):
+            if key == 0:
+                continue  # an empty slot
+            before = held.get((key,))
+            held[(key,)] = tuple(words) if before is None else tuple(map(operator.add, before, words))
+        return held
+
     def read(self, alive: Callable[[int], bool] = procfs.alive) -> dict[tuple[int, ...], tuple[int, ...]]:
         deltas: dict[tuple[int, ...], tuple[int, ...]] = {}
         current: dict[bytes, tuple[bytes, tuple[int, ...]]] = {}
+        changed: list[bytes] = []
         for raw_key, raw_value in table_items(self.table, self._value_size):
             before = self._prev.get(raw_key)
             if before is not None and before[0] == raw_value:
@@ -392,25 +449,88 @@ class CounterMap:
                 continue
             value = self._decode(raw_value)
             current[raw_key] = (raw_value, value)
+            changed.append(raw_key)
+            if self.cache is not None:
+                continue  # deltas come from the totals, below
             delta = value if before is None else tuple(map(operator.sub, value, before[1]))
             if before is not None and min(delta) < 0:
                 delta = value  # evicted and inserted again since the last read
             if any(delta):
                 deltas[self._key.unpack(raw_key)] = delta
+        held: dict[tuple[int, ...], tuple[int, ...]] = {}
+        if self.cache is not None:
+            held = self._read_cache()
+            deltas = self._cached_deltas(current, changed, held, alive)
         if self.owner is not None:
             for raw_key in list(current):
-                if not alive(self.owner(self._key.unpack(raw_key))):
+                key = self._key.unpack(raw_key)
+                if not alive(self.owner(key)):
                     with contextlib.suppress(KeyError):
                         del self.table[self.table.Key.from_buffer_copy(raw_key)]
-                    del current[raw_key]
+                    self._forget(key, current.pop(raw_key)[1], held)
                     self.deleted_total += 1
         self._prev = current
         self.live = len(current)
         return deltas
 
+    def _cached_deltas(self, current: dict[bytes, tuple[bytes, tuple[int, ...]]], changed: list[bytes],
+                       held: dict[tuple[int, ...], tuple[int, ...]],
+                       alive: Callable[[int], bool]) -> dict[tuple[int, ...], tuple[int, ...]]:
+        """Deltas of map + slots for the keys that can have moved: changed in the map, in a slot
+        now, or in one at the last read. A key in neither keeps what was reported: it left its
+        slot between the two reads (or the LRU evicted it), unless its owner is gone."""
+        deltas: dict[tuple[int, ...], tuple[int, ...]] = {}
+        slotted = held.keys() | self._held_before
+        for raw_key in changed:
+            key = self._key.unpack(raw_key)
+            if key not in slotted:
+                self._advance(key, current[raw_key][1], deltas)
+        for key in slotted:
+            in_map = current.get(self._key.pack(*key))
+            in_slots = held.get(key)
+            if in_map is None and in_slots is None:
+                if self.owner is not None and not alive(self.owner(key)):
+                    self._reported.pop(key, None)
+                continue
+            if in_map is None:
+                assert in_slots is not None
+                total = in_slots
+            else:
+                total = in_map[1] if in_slots is None else tuple(map(operator.add, in_map[1], in_slots))
+            self._advance(key, total, deltas)
+        self._held_before = set(held)
+        return deltas
+
+    def _advance(self, key: tuple[int, ...], total: tuple[int, ...],
+                 deltas: dict[tuple[int, ...], tuple[int, ...]]) -> None:
+        before = self._reported.get(key)
+        if before is None:
+            delta = total
+        else:
+            delta = tuple(map(operator.sub, total, before))
+            if min(delta) < 0:  # missed by an earlier read's race: held where it was
+                delta = tuple(max(d, 0) for d in delta)
+                total = tuple(map(max, total, before))
+        if any(delta):
+            deltas[key] = delta
+        self._reported[key] = total
+
+    def _forget(self, key: tuple[int, ...], in_map: tuple[int, ...],
+                held: dict[tuple[int, ...], tuple[int, ...]]) -> None:
+        """A dead key was deleted from the map: what it still has in the slots stays reported."""
+        if self.cache is None:
+            return
+        before = self._reported.get(key)
+        if key not in held or before is None:
+            self._reported.pop(key, None)
+            return
+        self._reported[key] = tuple(max(then - gone, 0) for then, gone in zip(before, in_map, strict=True))
+
     def live_keys(self) -> set[tuple[int, ...]]:
-        """The keys of the last read, owners alive (dead ones were deleted by it)."""
-        return {self._key.unpack(raw_key) for raw_key in self._prev}
+        """The keys of the last read, owners alive (dead ones were deleted by it), and with a
+        cache, those still in its slots."""
+        keys = {self._key.unpack(raw_key) for raw_key in self._prev}
+        return keys | set(self._reported) if self.cache is not None else keys
 
 
 class HealthCounters:

@@ -25,7 +25,7 @@ class CpuMigrateProbe(Probe):
         table = self.bpf["cpu_node"]
         for cpu, node in self.options.cpu_to_node.items():
             table[ctypes.c_int(cpu)] = ctypes.c_uint32(node + 1)  # 0 means unset
-        self.thread_map = self.per_process("thread_migrations")
+        self.thread_map = self.per_process("thread_migrations", cached=True)
         self._tgids: dict[int, int] = {}
 
     def _tgid(self, tid: int) -> int | None:

@@ -45,7 +45,9 @@ class FaultsProbe(Probe):
                 self.bpf["watched_tgids"][ctypes.c_uint32(pid)] = one
             for cgid in self.options.cgroup_ids:
                 self.bpf["watched_cgroups"][ctypes.c_uint64(cgid)] = one
-        self.proc_map = self.per_process("proc_faults", regions="regions" if self.options.filtered else None)
+        self.proc_map = self.per_process(
+            "proc_faults", regions="regions" if self.options.filtered else None, cached=True
+        )
         self.node_map = CounterMap(self.bpf["node_faults"], owner=None)
         assert self.health_counters is not None
         self.region_map = self.health_counters.maps.get(HEALTH_REGION_INSERTS)

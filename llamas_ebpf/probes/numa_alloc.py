@@ -20,9 +20,16 @@ MAX_RANGES = 32
 
 class NumaAllocProbe(Probe):
     name = "numa_alloc"
-    chain = (AttachMethod("tracepoint", needs_program("tracepoint", "kmem:mm_page_alloc")),)
+    chain = (
+        # a raw tracepoint reads the page's node from its flags and skips the trace record the
+        # classic one fills for every page (bpf/numa_alloc.c)
+        AttachMethod("raw_tracepoint", needs_program("raw_tracepoint", "kmem:mm_page_alloc")),
+        AttachMethod("tracepoint", needs_program("tracepoint", "kmem:mm_page_alloc")),
+    )
 
     def source(self, method: str) -> ProgramSource:
+        if method == "raw_tracepoint":
+            return ProgramSource("numa_alloc.c", ("LLAMAS_RAW",))
         ranges = self.options.pfn_ranges
         if not ranges:
             raise RuntimeError("no memory block ranges in sysfs to map pfns to nodes")
@@ -31,11 +38,12 @@ class NumaAllocProbe(Probe):
         return ProgramSource("numa_alloc.c")
 
     def bind(self, method: str) -> None:
-        table = self.bpf["node_ranges"]
-        for index, pfn_range in enumerate(self.options.pfn_ranges):
-            leaf = table.Leaf(pfn_range.start, pfn_range.end, pfn_range.node, 1)
-            table[ctypes.c_int(index)] = leaf
-        self.proc_map = self.per_process("proc_allocs")
+        if method == "tracepoint":
+            table = self.bpf["node_ranges"]
+            for index, pfn_range in enumerate(self.options.pfn_ranges):
+                leaf = table.Leaf(pfn_range.start, pfn_range.end, pfn_range.node, 1)
+                table[ctypes.c_int(index)] = leaf
+        self.proc_map = self.per_process("proc_allocs", cached=True)
         self.matrix_map = CounterMap(self.bpf["alloc_matrix"], owner=None)
 
     def collect(self, out: SnapshotBuilder) -> None:

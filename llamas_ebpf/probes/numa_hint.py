@@ -32,9 +32,11 @@ class NumaHintProbe(Probe):
         return ProgramSource("numa_hint_fentry.c" if method == "fentry" else "numa_hint_sched.c")
 
     def bind(self, method: str) -> None:
-        self.proc_map = self.per_process("proc_hints" if method == "fentry" else "proc_moves")
         if method == "fentry":
+            self.proc_map = self.per_process("proc_hints", cached=True)
             self.matrix_map = CounterMap(self.bpf["hint_matrix"], owner=None)
+        else:
+            self.proc_map = self.per_process("proc_moves")
 
     def collect(self, out: SnapshotBuilder) -> None:
         if self.method == "fentry":

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -160,6 +162,49 @@ def test_timeouts_degrade_to_the_heuristic_when_configured(claude_env, busy):
     assert "LLM unreachable: no answer within 1 s (1 retries); the heuristic advisor decides" in result.stderr
     decision = [e for e in _audit(values) if e["event"] in ("decision", "apply")][-1]
     assert decision["advisor"] == "heuristic" and decision["usage"]["model"]
+
+
+def test_the_llm_is_asked_on_change_not_every_window(claude_env):
+    """A daemon deciding every second asks the model on its first decision and then only when
+    something changed materially, each call logged with what made it; the other windows are
+    skipped decisions, each logged with the reason and a running count. The operator can ask
+    (`llamas run --decide-now`, SIGUSR1 to the daemon holding the state directory)."""
+    values, _config, with_server = claude_env
+    with MessagesServer([("tool", _doc())] * 20) as server:
+        env = {**os.environ, **with_server(server)}
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "llamas"), "run", "--advisor", "claude", "--decide-every", "1",
+             "--devices", str(DEVICES)], env=env, stderr=subprocess.PIPE, text=True)
+
+        def decisions() -> list[dict]:
+            return [e for e in _audit(values) if e["event"] in ("decision", "apply")]
+
+        def operator_asked() -> bool:
+            return any((e.get("asked_because") or [""])[0].startswith("the operator") for e in decisions())
+
+        try:
+            deadline = time.monotonic() + 90
+            while sum(e.get("outcome") == "skipped" for e in decisions()) < 3:
+                assert daemon.poll() is None and time.monotonic() < deadline, decisions()
+                time.sleep(0.2)
+            asked = llamas("run", "--decide-now", env=values)
+            assert asked.returncode == 0 and f"pid {daemon.pid}" in asked.stdout, asked.stderr
+            while not operator_asked():
+                assert time.monotonic() < deadline, decisions()
+                time.sleep(0.2)
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=60)
+    log = decisions()
+    calls = [e for e in log if e.get("asked_because")]
+    skipped = [e for e in log if e.get("outcome") == "skipped"]
+    assert len(server.requests) == len(calls)  # every call logged with why, and no other call
+    assert calls[0]["asked_because"] == ["first decision"] and all(e["asked_because"] for e in calls)
+    assert len(skipped) >= 3 and len(calls) + len(skipped) == len(log)
+    assert "inputs unchanged since the last call" in skipped[0]["reason"]
+    assert [e["skipped_total"] for e in skipped] == list(range(1, len(skipped) + 1))
+    gone = llamas("run", "--decide-now", env=values)  # no daemon any more: one line, nothing sent
+    assert gone.returncode == 2 and gone.stderr.startswith("llamas: no llamas run is using"), gone.stderr
 
 
 def test_instructions_in_a_command_line_stay_data(claude_env, toucher_binary, tmp_path):

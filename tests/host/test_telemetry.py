@@ -97,6 +97,8 @@ def test_probe_health_is_reported(sensor):
     faults = snap.probes["faults"]
     assert faults.status == "ok" and faults.method == "raw_tracepoint"
     assert faults.events is not None and faults.run_time_ns is not None
+    # the page's node from page->flags: the counts above were checked against numastat with it
+    assert snap.probes["numa_alloc"].method == "raw_tracepoint", snap.probes["numa_alloc"]
     assert all(p.map_full == 0 and p.drops == 0 for p in snap.probes.values())
 
 

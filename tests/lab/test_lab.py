@@ -29,6 +29,7 @@ SUITES = [
                           "tests/guest/test_policy_lab.py", "tests/guest/test_cold_lab.py"]),
     ("tiered-run", "tiered", ["tests/guest/test_run_lab.py", "tests/guest/test_audit_lab.py"]),
     ("tiered-access", "tiered", ["tests/guest/test_access_lab.py"]),
+    ("tiered-place", "tiered", ["tests/guest/test_place_lab.py"]),
     ("pmem", "pmem", ["tests/guest/test_topology.py", "tests/guest/test_written_lab.py"]),
     ("2socket", "2socket", ["tests/guest/test_topology.py"]),
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import os
 from pathlib import Path
+from typing import Any
 
 from llamas_ebpf.actuator.pages import TARGET_BATCH_S, TokenBucket, next_batch
 from llamas_ebpf.config import Guardrails
@@ -116,6 +117,61 @@ def test_counter_map_gives_deltas_forgets_the_dead_and_survives_eviction():
     assert counters.live_keys() == {(10, 0)}
 
 
+class _Slot(ctypes.Structure):
+    _fields_ = [("key", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("a", ctypes.c_uint64), ("b", ctypes.c_uint64)]
+
+
+class ProcTable(Table):
+    """A per-process map with u32 keys, as LLAMAS_CACHED slots sit in front of."""
+
+    Key = ctypes.c_uint32
+
+    def items(self) -> list[tuple[Any, _Leaf]]:
+        return [(ctypes.c_uint32(k), _Leaf(*v)) for k, v in self.data.items()]
+
+    def __delitem__(self, key: Any) -> None:
+        del self.data[key.value]
+
+
+class CacheTable:
+    """The cache slots: an array of (key, value) slots (one CPU's copy, as percpu=False reads)."""
+
+    Key, sLeaf = ctypes.c_int, _Slot
+    map_fd, max_entries = 999_999, 4
+
+    def __init__(self) -> None:
+        self.slots: dict[int, tuple[int, int, int]] = {}
+
+    def items(self) -> list[tuple[Any, _Slot]]:
+        slots = [self.slots.get(i, (0, 0, 0)) for i in range(self.max_entries)]
+        return [(ctypes.c_int(i), _Slot(key, 0, a, b)) for i, (key, a, b) in enumerate(slots)]
+
+
+def test_cached_counter_map_adds_the_slots_and_never_counts_twice():
+    table, cache = ProcTable(), CacheTable()
+    counters = CounterMap(table, owner=lambda k: k[0], percpu=False, cache=cache)
+    everyone = {10, 11, 12, 13}
+    cache.slots = {0: (10, 3, 1)}
+    assert counters.read(alive=everyone.__contains__) == {(10,): (3, 1)}
+    table.data, cache.slots = {10: (3, 1)}, {0: (11, 1, 0)}  # 11 took 10's slot: 10 went into the map
+    assert counters.read(alive=everyone.__contains__) == {(11,): (1, 0)}
+    # 12 took 11's slot between the map's read and the slots': 11 is in neither this time
+    cache.slots = {0: (12, 2, 0)}
+    assert counters.read(alive=everyone.__contains__) == {(12,): (2, 0)}
+    table.data[11] = (1, 0)
+    assert counters.read(alive=everyone.__contains__) == {}  # 11 found in the map: not again
+    # 10 ended, with counts both in the map and in a slot: read once, deleted from the map
+    cache.slots[1] = (10, 1, 0)
+    table.data[10] = (3, 1)
+    everyone.discard(10)
+    assert counters.read(alive=everyone.__contains__) == {(10,): (1, 0)}
+    assert 10 not in table.data and (10,) in counters.live_keys()
+    assert counters.read(alive=everyone.__contains__) == {}  # its slot's counts were already given
+    table.data[10], cache.slots[1] = (1, 0), (13, 5, 5)  # 13 pushed them into the map
+    assert counters.read(alive=everyone.__contains__) == {(13,): (5, 5)}
+    assert 10 not in table.data and (10,) not in counters.live_keys()
+
+
 def test_journal_reload_keeps_what_was_not_saved_yet(tmp_path):
     """A daemon stopped by a signal between pinning a thread and writing its journal still
     restores that thread: reloading merges the file with what it remembered."""
@@ -133,3 +189,30 @@ def test_journal_reload_keeps_what_was_not_saved_yet(tmp_path):
     assert Journal(path).masks == mine.masks
     mine.forget({10})
     assert Journal(path).masks == {21: (20, [0, 1])}
+
+
+def test_placement_by_heat_moves_hot_home_leaves_warm_and_young_cold_and_keeps_writes_off_slow_writers():
+    from llamas_ebpf.actuator.pages import aligned, by_heat
+    from llamas_ebpf.snapshot import AccessRegion
+
+    mib = 1 << 20
+    movable = aligned(0, 16 * mib)  # one private writable mapping; 16-20 MiB is not movable (text)
+    regions = [
+        AccessRegion(0, 4 * mib, 12.0, 20.0, "hot"),
+        AccessRegion(4 * mib, 6 * mib, 1.0, 1.0, "warm"),
+        AccessRegion(6 * mib, 8 * mib, 0.0, 10.0, "cold"),  # cold, not yet cold_seconds old
+        AccessRegion(8 * mib, 12 * mib, 0.0, 45.0, "cold", written_fraction=0.05),
+        AccessRegion(12 * mib, 14 * mib, 0.0, 45.0, "cold", written_fraction=0.8),  # written
+        AccessRegion(14 * mib, 20 * mib, 9.0, 45.0, "hot"),
+    ]
+    placed = by_heat(regions, movable, home=0, demote=2, cold_seconds=30, write_slow={2})
+    # warm (a little access, or too new to tell) stays where it is, as does cold not yet 30 s old
+    assert placed == [
+        (0, 2 * mib, 0), (2 * mib, 4 * mib, 0), (14 * mib, 16 * mib, 0),
+        (8 * mib, 10 * mib, 2), (10 * mib, 12 * mib, 2),
+    ]
+    # a node that writes as fast as it reads takes the written cold region too
+    placed = by_heat(regions, movable, home=0, demote=2, cold_seconds=30, write_slow=set())
+    assert (12 * mib, 14 * mib, 2) in placed
+    # no demote node: cold memory stays wherever it is
+    assert all(node == 0 for *_r, node in by_heat(regions, movable, 0, -1, 30, set()))

@@ -193,3 +193,113 @@ def test_command_lines_are_redacted_before_they_leave_the_host():
     prompt = build_prompt(given, 6000)  # the default
     assert "hunter2" not in prompt.user and "secret" not in prompt.user and "db.internal" not in prompt.user
     assert "serve.py --port \\u003credacted\\u003e" in prompt.user  # the program still named, as data
+
+
+MIB = 1 << 20
+
+
+def _reader(pid: int, comm: str, hot: dict[int, int], cold: dict[int, int] | None = None,
+            age_s: float | None = 120.0, faults: int = 0) -> ProcessSample:
+    """A process the access probe watches: its hot and cold bytes per node, few or no faults."""
+    from llamas_ebpf.snapshot import ProcessAccess
+
+    return ProcessSample(pid=pid, comm=comm, faults=FaultCounts(user=faults, read=faults), cpu_node=0,
+                         resident_by_node={n: b // 4096 for n, b in hot.items()}, age_s=age_s,
+                         access=ProcessAccess(hot_bytes_by_node=hot, cold_bytes_by_node=cold or {}))
+
+
+def _heuristic(snapshots: list[Snapshot], inventory=None):
+    inventory = inventory or discover(FIXTURES / "sysfs/lab-tiered", DEVICES)
+    advice = HeuristicAdvisor(touchable=lambda pid: True, alive=lambda pid: True).advise(
+        _input(summarize(snapshots), inventory))
+    return json.loads(advice.raw)["rules"], advice
+
+
+def test_steady_state_reader_is_placed_by_its_hot_bytes_with_no_faults():
+    """The issue's steady-state reader: 192 MiB read in a loop on node0's CPU, 96% of it on node1,
+    no faults at all. The hot bytes make it busy and show it misplaced; node1 has CPUs and is
+    DRAM on the 2socket fixture, so its threads go to its memory."""
+    from llamas_ebpf.metrics import MIN_GAIN_BYTES, REMOTE_ENTER
+
+    inventory = discover(FIXTURES / "sysfs/lab-2socket", DEVICES)
+    reader = _reader(6001, "reader", hot={0: 8 * MIB, 1: 184 * MIB})
+    quiet = _reader(6002, "quiet", hot={0: 2 * MIB, 1: 6 * MIB})  # misplaced, but below MIN_GAIN_BYTES
+    rules, advice = _heuristic([_snap([reader, quiet])] * 3, inventory)
+    assert [r["match"] for r in rules] == [{"pid": 6001}]
+    assert rules[0]["cpu"] == {"nodes": [1]} and rules[0]["memory"]["home_node"] == 1
+    why = advice.explanations[rules[0]["name"]]
+    assert "184 MiB of its 192 MiB hot memory" in why and "MIN_GAIN_BYTES" in why and "REMOTE_ENTER" in why
+    assert MIN_GAIN_BYTES > 6 * MIB and REMOTE_ENTER < 0.96
+
+
+def test_hot_bytes_on_the_cpu_less_slow_tier_come_home():
+    rules, advice = _heuristic([_snap([_reader(6003, "stuck", hot={0: 4 * MIB, 2: 60 * MIB})])] * 3)
+    assert rules[0]["cpu"] == {"nodes": [0]} and rules[0]["memory"]["home_node"] == 0
+    assert "comes home to node 0" in advice.explanations[rules[0]["name"]]
+
+
+def test_cold_bytes_on_the_fast_tier_make_a_tier_rule_and_faults_alone_do_not_colocate():
+    """With access figures, remote allocations are no reason: its hot memory is local. What it
+    holds cold on node0 goes to the slow tier."""
+    tiering = _reader(6004, "cache", hot={0: 32 * MIB}, cold={0: 96 * MIB}, faults=5000)
+    tiering.numa = NumaCounts(alloc_local=100, alloc_remote=4900, alloc_pages_by_node={0: 5000})
+    rules, advice = _heuristic([_snap([tiering])] * 3)
+    assert len(rules) == 1 and rules[0]["name"].startswith("h-tier")
+    assert rules[0]["memory"] == {"home_node": 0, "demote_node": 2, "max_mbps": 200}
+    assert "96 MiB" in advice.explanations[rules[0]["name"]]
+
+
+def test_restraint_holds_back_the_young_and_the_one_interval_burst():
+    from llamas_ebpf.metrics import MIN_BUSY_INTERVALS
+
+    young = _reader(6005, "young", hot={0: 4 * MIB, 2: 60 * MIB}, age_s=2.0)
+    burst = _proc(6006, "burst", faults=5000, remote=4000, local=100)
+    burst.age_s = 60.0
+    quiet = _proc(6006, "burst")  # the same process in the later intervals: nothing
+    quiet.age_s = 61.0
+    snaps = [_snap([young, burst])] + [_snap([young, quiet])] * MIN_BUSY_INTERVALS
+    rules, advice = _heuristic(snaps)
+    assert rules == []
+    assert "young (6005) for h-colocate-6005: 2 s old, under MIN_RULE_AGE_S 5 s" in advice.rationale
+    assert f"burst (6006) for h-colocate-6006: busy in 1 of {len(snaps)} intervals, under MIN_BUSY_INTERVALS" in advice.rationale
+    # the same burst in every interval is sustained: it gets its rule
+    rules, _ = _heuristic([_snap([burst])] * MIN_BUSY_INTERVALS)
+    assert [r["match"] for r in rules] == [{"pid": 6006}]
+
+
+def test_a_material_change_is_what_asks_the_llm_again():
+    """The same busy processes with figures inside their steps are no change; a new busy process,
+    a remote fraction across a CHANGE_REMOTE_STEP, hot bytes across a CHANGE_BYTES_FACTOR, a
+    new description or another policy each are, and each says so."""
+    from llamas_ebpf.advise import change
+    from llamas_ebpf.faces.policy import history
+
+    inventory = discover(FIXTURES / "sysfs/lab-2socket", DEVICES)
+    steady = _reader(6101, "reader", hot={0: 8 * MIB, 1: 184 * MIB})
+    before = change.facts(summarize([_snap([steady])] * 3), inventory, None)
+    assert change.what_changed(None, before) == ["first decision"]
+    wobble = _reader(6101, "reader", hot={0: 9 * MIB, 1: 190 * MIB})  # inside its factor of 2
+    assert change.what_changed(before, change.facts(summarize([_snap([wobble])] * 3), inventory, None)) == []
+    grown = _reader(6101, "reader", hot={0: 8 * MIB, 1: 400 * MIB})
+    newcomer = _reader(6102, "loader", hot={1: 64 * MIB})
+    now = change.facts(summarize([_snap([grown, newcomer])] * 3), inventory, None)
+    assert change.what_changed(before, now) == ["new busy process 6102 (loader)", "process 6101 (reader): hot changed"]
+    # below busy but still active is no change (a process near the line must not flap); hardly
+    # active at all is one
+    quieter = change.facts(summarize([_snap([_reader(6101, "reader", hot={1: 6 * MIB})])] * 3), inventory, None)
+    assert change.what_changed(before, quieter) == []
+    quiet = change.facts(summarize([_snap([_reader(6101, "reader", hot={1: 1 * MIB})])] * 3), inventory, None)
+    assert change.what_changed(before, quiet) == ["process 6101 (reader) no longer busy"]
+    doc = PolicyDocument.model_validate({"schema": "llamas.policy/v1", "rules": []})
+    other = discover(FIXTURES / "sysfs/lab-tiered", DEVICES)
+    moved = change.facts(summarize([_snap([steady])] * 3), other, doc)
+    assert change.what_changed(before, moved) == ["the device descriptions or the topology changed",
+                                                  "the policy in force changed"]
+    assert change.digest(before) != change.digest(now)
+    # policy history folds a run of skipped decisions into one line, with the count and the reason
+    skip = {"event": "decision", "advisor": "claude", "outcome": "skipped", "reason": "inputs unchanged"}
+    lines = history([{"time": 1.0, "event": "apply", "generation": 1, "advisor": "claude",
+                      "diff": {"added": 1}, "asked_because": ["first decision"]},
+                     *({**skip, "time": 2.0 + i} for i in range(5))]).splitlines()
+    assert len(lines) == 2 and "(asked: first decision)" in lines[0]
+    assert "skipped  5 decisions" in lines[1] and "inputs unchanged" in lines[1]

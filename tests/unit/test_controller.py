@@ -3,9 +3,11 @@ windows shorter than its measurement, and reverted when it makes locality worse.
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 from llamas_ebpf.controller import WATCH_INTERVALS, Controller, Options, Watch
+from llamas_ebpf.devices.inventory import discover
 from llamas_ebpf.policy.document import PolicyDocument
 from llamas_ebpf.snapshot import NumaCounts, ProcessSample, Snapshot
 
@@ -18,6 +20,7 @@ class _Enforcer:
         self.events: list[tuple[str, dict]] = []
         self.audit = SimpleNamespace(append=lambda event, **fields: self.events.append((event, fields)))
         self.rolled_back = 0
+        self.rule_of: dict[int, int] = {}
 
     def rollback(self, reason: str) -> int:
         self.rolled_back += 1
@@ -35,8 +38,9 @@ def _snap(remote: int, local: int) -> Snapshot:
 
 def _loop() -> tuple[Controller, _Enforcer]:
     enforcer = _Enforcer()
-    sensor = SimpleNamespace(detail_pids=set())
-    loop = Controller(enforcer, sensor, None, None, None, Options(decide_every=2.0, interval=1.0, dry_run=False,
+    sensor = SimpleNamespace(detail_pids=set(), access_regions=lambda pid: None)
+    inventory = discover(Path(__file__).resolve().parents[1] / "fixtures/sysfs/lab-tiered", Path("/nonexistent"))
+    loop = Controller(enforcer, sensor, None, None, inventory, Options(decide_every=2.0, interval=1.0, dry_run=False,
                                                                 once=False, revert_threshold=0.2),
                    say=lambda line: None)
     document = PolicyDocument.model_validate({"schema": "llamas.policy/v1", "rules": [
