@@ -228,16 +228,17 @@ def clip(start: int, end: int, ranges: list[tuple[int, int]]) -> list[tuple[int,
 def by_heat(regions: Sequence[AccessRegion], movable: list[tuple[int, int]], home: int, demote: int,
             cold_seconds: float, write_slow: set[int]) -> list[tuple[int, int, int]]:
     """Where each part of a process's memory belongs, by the heat the access probe saw: hot
-    regions on `home`; cold ones (no access for `cold_seconds`) on `demote` (-1: none), unless
-    they are written (WRITE_HEAVY) and that node writes slowly. Warm ones (a little access, or
-    too new to tell) and cold ones not that old yet stay where they are: a move is worth its
-    cost only for what is known. Only the `movable` parts (resident_regions), hot ones first."""
+    regions on `home`; cold ones (no access for `cold_seconds`) on `demote`, unless they are
+    written (WRITE_HEAVY) and that node writes slowly. Warm ones (a little access, or too new to
+    tell) and cold ones not that old yet stay where they are: they may be going either way, and a
+    move is worth its cost only for what is known. With no `demote` (-1) the rule has one place
+    for all of it, `home`. Only the `movable` parts (resident_regions), hot ones first."""
     placed: list[tuple[int, int, int]] = []
     for region in regions:
         node = None
-        if region.heat == "hot":
+        if region.heat == "hot" or demote < 0:
             node = home
-        elif demote >= 0 and region.age_s >= cold_seconds:
+        elif region.heat == "cold" and region.age_s >= cold_seconds:
             written = region.written_fraction is not None and region.written_fraction >= WRITE_HEAVY
             if not (written and demote in write_slow):
                 node = demote

@@ -214,5 +214,5 @@ def test_placement_by_heat_moves_hot_home_leaves_warm_and_young_cold_and_keeps_w
     # a node that writes as fast as it reads takes the written cold region too
     placed = by_heat(regions, movable, home=0, demote=2, cold_seconds=30, write_slow=set())
     assert (12 * mib, 14 * mib, 2) in placed
-    # no demote node: cold memory stays wherever it is
-    assert all(node == 0 for *_r, node in by_heat(regions, movable, 0, -1, 30, set()))
+    # no demote node: the rule has one place for all of it
+    assert by_heat(regions, movable, 0, -1, 30, set()) == [(start, end, 0) for start, end in movable]
