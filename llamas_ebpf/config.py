@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from llamas_ebpf import inputs
 from llamas_ebpf.errors import LlamasError
 from llamas_ebpf.paths import Paths
 
@@ -84,7 +85,7 @@ def load(paths: Paths | None = None) -> Config:
     if not path.exists():
         return Config()
     try:
-        return Config.model_validate(tomllib.loads(path.read_text()))
+        return Config.model_validate(tomllib.loads(inputs.read_text(path, inputs.CONFIG_BYTES)))
     except tomllib.TOMLDecodeError as exc:
         raise LlamasError(f"{path}: bad TOML: {exc}") from None
     except UnicodeDecodeError:

@@ -18,6 +18,7 @@ from typing import Any, Final, Literal
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from llamas_ebpf import inputs
 from llamas_ebpf.errors import LlamasError
 
 SCHEMA: Final = "llamas.snapshot/v1"
@@ -249,10 +250,7 @@ def save(snapshots: list[Snapshot], path: Path, header: str | None = None) -> No
 def load(path: Path, hosts: list[dict[str, Any]] | None = None) -> Iterator[Snapshot]:
     """Snapshots from a file written by `llamas observe --save` (JSON lines). Host records are
     handed to `hosts` (in file order), when given, and otherwise skipped."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise LlamasError(f"{path}: {exc.strerror}") from None
+    lines = inputs.read_text(path, inputs.SNAPSHOT_BYTES).splitlines()
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamas_ebpf.kernel import mempolicy
-from llamas_ebpf.metrics import WRITE_HEAVY
+from llamas_ebpf.metrics import MOVE_HOT_SHARE, WRITE_HEAVY
 from llamas_ebpf.policy.lock import write_atomically
 from llamas_ebpf.snapshot import AccessRegion
 
@@ -228,15 +228,18 @@ def clip(start: int, end: int, ranges: list[tuple[int, int]]) -> list[tuple[int,
 def by_heat(regions: Sequence[AccessRegion], movable: list[tuple[int, int]], home: int, demote: int,
             cold_seconds: float, write_slow: set[int]) -> list[tuple[int, int, int]]:
     """Where each part of a process's memory belongs, by the heat the access probe saw: hot
-    regions on `home`; cold ones (no access for `cold_seconds`) on `demote`, unless they are
+    regions on `home`, once their accesses are at least MOVE_HOT_SHARE of the process's hottest
+    region's (one that straddles hot and cold pages reads in between, and waits for DAMON to
+    split it); cold ones (no access for `cold_seconds`) on `demote`, unless they are
     written (WRITE_HEAVY) and that node writes slowly. Warm ones (a little access, or too new to
     tell) and cold ones not that old yet stay where they are: they may be going either way, and a
     move is worth its cost only for what is known. With no `demote` (-1) the rule has one place
     for all of it, `home`. Only the `movable` parts (resident_regions), hot ones first."""
+    peak = max((r.accesses for r in regions if r.heat == "hot"), default=0.0)
     placed: list[tuple[int, int, int]] = []
     for region in regions:
         node = None
-        if region.heat == "hot" or demote < 0:
+        if demote < 0 or (region.heat == "hot" and region.accesses >= MOVE_HOT_SHARE * peak):
             node = home
         elif region.heat == "cold" and region.age_s >= cold_seconds:
             written = region.written_fraction is not None and region.written_fraction >= WRITE_HEAVY

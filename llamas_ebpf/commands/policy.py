@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from llamas_ebpf import inputs
 from llamas_ebpf.commands.common import JsonFlag, open_enforcer
 from llamas_ebpf.errors import LlamasError
 from llamas_ebpf.faces.text import safe
@@ -22,10 +23,8 @@ app = typer.Typer(no_args_is_help=True, help="Show, apply and roll back placemen
 
 
 def read_document(file: Path) -> bytes:
-    try:
-        return sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
-    except OSError as exc:
-        raise LlamasError(f"{file}: {exc.strerror}") from None
+    """A policy document from a file or stdin ('-'), through the one bounded reader."""
+    return inputs.read_bytes(file, inputs.POLICY_BYTES)
 
 
 def apply_file(enforcer: Enforcer, file: Path, raw: bytes | None = None) -> Applied:

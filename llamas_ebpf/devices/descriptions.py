@@ -15,6 +15,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from llamas_ebpf import inputs
+from llamas_ebpf.errors import LlamasError
+
 SCHEMA = "llamas.device/v1"
 _TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
 PciAddress = Annotated[str, Field(pattern=r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")]
@@ -123,9 +126,9 @@ def _line_of(text: str, field_path: tuple[object, ...]) -> int | None:
 
 def load_file(path: Path) -> LoadedDescription | DescriptionError:
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        return DescriptionError(path, None, None, exc.strerror or "cannot read")
+        raw = inputs.read_bytes(path, inputs.DESCRIPTION_BYTES)
+    except LlamasError as exc:
+        return DescriptionError(path, None, None, str(exc).removeprefix(f"{path}: "))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

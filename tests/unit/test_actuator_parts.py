@@ -196,7 +196,7 @@ def test_placement_by_heat_moves_hot_home_leaves_warm_and_young_cold_and_keeps_w
     from llamas_ebpf.snapshot import AccessRegion
 
     mib = 1 << 20
-    movable = aligned(0, 16 * mib)  # one private writable mapping; 16-20 MiB is not movable (text)
+    movable = aligned(0, 16 * mib) + aligned(20 * mib, 24 * mib)  # 16-20 MiB is not movable (text)
     regions = [
         AccessRegion(0, 4 * mib, 12.0, 20.0, "hot"),
         AccessRegion(4 * mib, 6 * mib, 1.0, 1.0, "warm"),
@@ -204,6 +204,9 @@ def test_placement_by_heat_moves_hot_home_leaves_warm_and_young_cold_and_keeps_w
         AccessRegion(8 * mib, 12 * mib, 0.0, 45.0, "cold", written_fraction=0.05),
         AccessRegion(12 * mib, 14 * mib, 0.0, 45.0, "cold", written_fraction=0.8),  # written
         AccessRegion(14 * mib, 20 * mib, 9.0, 45.0, "hot"),
+        # hot, but at a third of the hottest region's accesses: it straddles the edge of the hot
+        # range, and waits for DAMON to split it
+        AccessRegion(20 * mib, 24 * mib, 4.0, 45.0, "hot"),
     ]
     placed = by_heat(regions, movable, home=0, demote=2, cold_seconds=30, write_slow={2})
     # warm (a little access, or too new to tell) stays where it is, as does cold not yet 30 s old
