@@ -28,9 +28,9 @@ from llamas_ebpf.sense import Sensor
 HERE = Path(__file__).resolve().parent
 
 
-def build() -> Path:
-    binary = Path(tempfile.mkdtemp()) / "fault_storm"
-    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(HERE / "fault_storm.c")], check=True)
+def build(source: str = "fault_storm.c") -> Path:
+    binary = Path(tempfile.mkdtemp()) / Path(source).stem
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(HERE / source)], check=True)
     return binary
 
 
@@ -66,8 +66,7 @@ def floor_slowdown(binary: Path, args: argparse.Namespace) -> float:
 def migrate_ns_per_event(count: int) -> float | None:
     """cpu_migrate's run time per event in a storm of its own event (migrate_storm.c): in the
     fault storm it fires a few hundred times a run, each with cold caches."""
-    binary = Path(tempfile.mkdtemp()) / "migrate_storm"
-    subprocess.run(["gcc", "-O2", "-o", str(binary), str(HERE / "migrate_storm.c")], check=True)
+    binary = build("migrate_storm.c")
     with Sensor(bpf_stats=True, only={"cpu_migrate"}) as sensor:
         sensor.collect()
         subprocess.run([str(binary), str(count)], check=True)

@@ -20,7 +20,6 @@ Everything it knows about processes comes from the Sensor's snapshots: it reads 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import sys
@@ -391,7 +390,7 @@ def _inputs_digest(window: WindowSummary, given: AdvisorInput) -> str:
         "current": given.current.model_dump(by_alias=True, exclude_none=True) if given.current else None,
         "guard": given.guard.model_dump(),
     }
-    return "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return digest(json.dumps(data, sort_keys=True, default=str).encode())
 
 
 def _as_json(raw: bytes) -> object:

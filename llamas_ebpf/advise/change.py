@@ -14,7 +14,6 @@ changes as well; the controller adds those.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from llamas_ebpf import metrics
 from llamas_ebpf.advise.summary import ProcSummary, WindowSummary
 from llamas_ebpf.devices.inventory import Inventory
+from llamas_ebpf.policy import state
 from llamas_ebpf.policy.document import PolicyDocument
 
 Facts = dict[str, Any]
@@ -46,7 +46,7 @@ def _process(p: ProcSummary) -> dict[str, Any]:
 
 
 def _digest(data: object) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return state.digest(json.dumps(data, sort_keys=True, default=str).encode())
 
 
 def _active(p: ProcSummary) -> bool:
@@ -69,7 +69,7 @@ def facts(window: WindowSummary, inventory: Inventory, current: PolicyDocument |
 
 
 def digest(known: Facts) -> str:
-    return "sha256:" + _digest(known)
+    return _digest(known)
 
 
 def what_changed(before: Facts | None, now: Facts) -> list[str]:

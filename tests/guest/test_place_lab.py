@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("contender")
 
 
 def _nodes(pid: int, addresses: list[int]) -> list[int]:
-    return [n for i in range(0, len(addresses), 4096) for n in mempolicy.move_pages(pid, addresses[i:i + 4096], None)]
+    return mempolicy.move_pages(pid, addresses, None)
 
 
 @pytest.fixture
@@ -40,9 +40,7 @@ def hotcold(tmp_path):
     _, hot_at, cold_at = child.stdout.readline().split()
     hot = [int(hot_at, 16) + i * 4096 for i in range(HOT)]
     cold = [int(cold_at, 16) + i * 4096 for i in range(COLD)]
-    for i in range(0, HOT + COLD, 4096):
-        chunk = (hot + cold)[i:i + 4096]
-        mempolicy.move_pages(child.pid, chunk, [2] * len(chunk))
+    mempolicy.move_pages(child.pid, hot + cold, [2] * (HOT + COLD))
     assert _nodes(child.pid, hot + cold).count(2) >= 0.99 * (HOT + COLD)
     yield child, hot, cold
     child.kill()
