@@ -47,9 +47,22 @@ app.command()(audit.audit)
 app.add_typer(service.app, name="service")
 
 
+def _one_line(exc: typer.TyperException) -> str:
+    """A usage error as one line (typer's own is a boxed panel of five), naming the help to read."""
+    ctx = getattr(exc, "ctx", None)  # a usage error knows the command it was for
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"llamas: {safe(exc.format_message())}{where}"
+
+
 def main() -> None:
     try:
-        app()
+        # standalone_mode off: click's own errors come here, to be one line like every other
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # click's errors: usage, a bad parameter, a missing file
+        print(_one_line(exc), file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
     except LlamasError as exc:
         # the one error boundary: what a message quotes from input (a path, a value, an LLM's
         # text) cannot move the cursor or forge a line
@@ -59,3 +72,6 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    # typer.Exit(n) comes back as n; a command's own return value is None
+    if isinstance(code, int) and code:
+        sys.exit(code)

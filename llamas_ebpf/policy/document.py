@@ -57,7 +57,11 @@ class Match(_Strict):
     def _inside_cgroupfs(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        relative = value.removeprefix("/sys/fs/cgroup").strip("/")
+        # the cgroupfs mount is taken off as a whole component only: /sys/fs/cgroupsystem.slice
+        # is a cgroup of that name under the root, which does not exist, not /system.slice
+        relative = value.strip("/")
+        if value == "/sys/fs/cgroup" or value.startswith("/sys/fs/cgroup/"):
+            relative = value.removeprefix("/sys/fs/cgroup").strip("/")
         if any(part in ("..", ".") for part in relative.split("/")):
             raise ValueError("a cgroup path may not contain '.' or '..'")
         return "/" + relative

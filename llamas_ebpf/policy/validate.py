@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from llamas_ebpf.config import Guardrails
+from llamas_ebpf.faces.text import safe
 from llamas_ebpf.kernel import nodes, pci
-from llamas_ebpf.policy.document import PolicyDocument
+from llamas_ebpf.policy.document import CpuSpec, GpuSpec, Match, MemorySpec, PolicyDocument
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 32
@@ -89,6 +91,10 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, Any]:
     return result
 
 
+def _not_a_number(name: str) -> None:
+    raise ValueError(f"{name} is not a number (JSON has no {name}; every value is finite)")
+
+
 def parse(raw: bytes) -> tuple[object | None, list[str]]:
     if len(raw) > MAX_BYTES:
         return None, [f"document: {len(raw)} bytes, over the {MAX_BYTES}-byte limit"]
@@ -99,13 +105,72 @@ def parse(raw: bytes) -> tuple[object | None, list[str]]:
     if _depth(text) > MAX_DEPTH:
         return None, [f"document: nested deeper than {MAX_DEPTH} levels"]
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys), []
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_not_a_number), []
     except ValueError as exc:
         return None, [f"document: not JSON: {exc}"]
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "document"
+# the names pydantic gives a union's members in an error's location ("list[constrained-int]",
+# "constrained-str") are not fields of the document; fields are names like these
+_FIELD = re.compile(r"[a-z_][a-z0-9_]*")
+_KINDS = {list: "list", str: "str", int: "int", dict: "dict", bool: "bool", float: "float"}
+_WORDS = {"list": "a list", "str": "a string", "int": "an integer", "dict": "an object"}
+
+
+@dataclass(frozen=True)
+class _Where:
+    path: str  # in the document's own terms: its keys and indexes, a missing field included
+    union: str | None = None  # the path of the union the error is inside, if any
+    member: str = ""  # which member of it
+    value: object = None  # the document's value at the union
+
+
+def _where(loc: tuple[int | str, ...], data: object) -> _Where:
+    path: list[str] = []
+    union: tuple[str, str, object] | None = None
+    node: object = data
+    for part in loc:
+        if isinstance(part, int):
+            path.append(str(part))
+            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
+        elif isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif _FIELD.fullmatch(part) and part not in _WORDS:
+            path.append(part)  # a field the document lacks
+            node = None
+        elif union is None:
+            union = (".".join(path) or "document", part, node)
+    joined = ".".join(path) or "document"
+    return _Where(joined, *union) if union else _Where(joined)
+
+
+def _member_kind(member: str) -> str:
+    """`list[constrained-int]` -> list, `constrained-str` -> str."""
+    return next((kind for kind in _WORDS if member.startswith(kind) or member.endswith(kind)), member)
+
+
+def schema_errors(exc: ValidationError, data: object) -> list[str]:
+    """pydantic's errors, a line each, at the document's field paths. A value inside a union
+    (`cpus`: a list of ids, or a CPU-list string) is judged by the member of its own kind only; a
+    value of neither kind gets one line naming what it should be."""
+    errors: list[str] = []
+    unions: dict[str, tuple[object, list[str]]] = {}
+    for e in exc.errors():
+        where = _where(tuple(e["loc"]), data)
+        said = "Input should be an object" if e["type"] == "model_type" else e["msg"]  # not a class name
+        message = f"{where.path}: {said.removeprefix('Value error, ')}"
+        if where.union is None:
+            errors.append(message)
+            continue
+        kinds = unions.setdefault(where.union, (where.value, []))[1]
+        kinds.append(_member_kind(where.member))
+        if _member_kind(where.member) == _KINDS.get(type(where.value)):
+            errors.append(message)
+    for path, (value, kinds) in unions.items():
+        if _KINDS.get(type(value)) not in kinds:
+            errors.append(f"{path}: should be {' or '.join(_WORDS.get(k, k) for k in dict.fromkeys(kinds))}")
+    return list(dict.fromkeys(errors))
 
 
 def _kernel_thread(pid: int, proc: Path) -> bool:
@@ -116,69 +181,126 @@ def _kernel_thread(pid: int, proc: Path) -> bool:
     return bool(int(fields[6]) & PF_KTHREAD)  # field 9, flags
 
 
+def _check_match(at: str, m: Match, host: HostFacts, guard: Guardrails) -> list[str]:
+    errors = []
+    if m.pid is not None:
+        if m.pid == 1:
+            errors.append(f"{at}.match.pid: pid 1 is never touched")
+        elif m.pid == host.controller_pid:
+            errors.append(f"{at}.match.pid: {m.pid} is the llamas controller itself")
+        elif m.pid in guard.deny_pids:
+            errors.append(f"{at}.match.pid: {m.pid} is on this host's denylist")
+        elif not (host.proc / str(m.pid)).exists():
+            errors.append(f"{at}.match.pid: no process {m.pid}")
+        elif _kernel_thread(m.pid, host.proc):
+            errors.append(f"{at}.match.pid: {m.pid} is a kernel thread")
+    if m.comm is not None and m.comm in guard.denied_comms:
+        errors.append(f"{at}.match.comm: '{m.comm}' is never touched (denylist)")
+    if m.cgroup is not None:
+        if not (host.cgroup_root / m.cgroup.lstrip("/")).is_dir():
+            errors.append(f"{at}.match.cgroup: no cgroup {m.cgroup}")
+        elif guard.scope_cgroups and not any(
+            (m.cgroup + "/").startswith(s.rstrip("/") + "/") for s in guard.scope_cgroups
+        ):
+            errors.append(f"{at}.match.cgroup: {m.cgroup} is outside this host's scope")
+    return errors
+
+
+def _check_cpu(at: str, cpu: CpuSpec, host: HostFacts) -> list[str]:
+    errors = []
+    for node in cpu.nodes or []:
+        if node not in host.node_cpus:
+            errors.append(f"{at}.cpu.nodes: node {node} does not exist")
+        elif not host.node_cpus[node]:
+            errors.append(f"{at}.cpu.nodes: node {node} has no CPUs, never an affinity target")
+    missing = sorted(set(cpu.cpu_ids) - host.online_cpus)
+    if missing:
+        errors.append(f"{at}.cpu.cpus: CPUs {missing} are not online here")
+    return errors
+
+
+def _check_memory(at: str, memory: MemorySpec, host: HostFacts, guard: Guardrails) -> list[str]:
+    errors = []
+    for name in ("home_node", "demote_node"):
+        node = getattr(memory, name)
+        if node is None:
+            continue
+        if node not in host.node_memory_mb:
+            errors.append(f"{at}.memory.{name}: node {node} does not exist")
+        elif host.node_memory_mb[node] <= 0:
+            errors.append(f"{at}.memory.{name}: node {node} has no memory")
+    if memory.max_mbps > guard.total_max_mbps:
+        errors.append(f"{at}.memory.max_mbps: {memory.max_mbps} MB/s is over this host's "
+                      f"total budget of {guard.total_max_mbps} MB/s")
+    return errors
+
+
+def _check_gpu(at: str, gpu: GpuSpec, host: HostFacts) -> list[str]:
+    if gpu.device >= len(host.gpu_nodes):
+        return [f"{at}.gpu.device: GPU {gpu.device} does not exist ({len(host.gpu_nodes)} GPUs here)"]
+    return []
+
+
+def _check_rules(count: int, guard: Guardrails) -> list[str]:
+    if count <= guard.max_rules:
+        return []
+    return [f"rules: {count} rules, over this host's limit of {guard.max_rules}"]
+
+
 def check_host(doc: PolicyDocument, host: HostFacts, guard: Guardrails) -> list[str]:
-    errors: list[str] = []
-    if len(doc.rules) > guard.max_rules:
-        errors.append(f"rules: {len(doc.rules)} rules, over this host's limit of {guard.max_rules}")
-    online = host.online_cpus
+    errors = _check_rules(len(doc.rules), guard)
     for i, rule in enumerate(doc.rules):
         at = f"rules.{i}"
-        m = rule.match
-        if m.pid is not None:
-            if m.pid == 1:
-                errors.append(f"{at}.match.pid: pid 1 is never touched")
-            elif m.pid == host.controller_pid:
-                errors.append(f"{at}.match.pid: {m.pid} is the llamas controller itself")
-            elif m.pid in guard.deny_pids:
-                errors.append(f"{at}.match.pid: {m.pid} is on this host's denylist")
-            elif not (host.proc / str(m.pid)).exists():
-                errors.append(f"{at}.match.pid: no process {m.pid}")
-            elif _kernel_thread(m.pid, host.proc):
-                errors.append(f"{at}.match.pid: {m.pid} is a kernel thread")
-        if m.comm is not None and m.comm in guard.denied_comms:
-            errors.append(f"{at}.match.comm: '{m.comm}' is never touched (denylist)")
-        if m.cgroup is not None:
-            if not (host.cgroup_root / m.cgroup.lstrip("/")).is_dir():
-                errors.append(f"{at}.match.cgroup: no cgroup {m.cgroup}")
-            elif guard.scope_cgroups and not any(
-                (m.cgroup + "/").startswith(s.rstrip("/") + "/") for s in guard.scope_cgroups
-            ):
-                errors.append(f"{at}.match.cgroup: {m.cgroup} is outside this host's scope")
+        errors += _check_match(at, rule.match, host, guard)
         if rule.cpu is not None:
-            for node in rule.cpu.nodes or []:
-                if node not in host.node_cpus:
-                    errors.append(f"{at}.cpu.nodes: node {node} does not exist")
-                elif not host.node_cpus[node]:
-                    errors.append(f"{at}.cpu.nodes: node {node} has no CPUs, never an affinity target")
-            missing = sorted(set(rule.cpu.cpu_ids) - online)
-            if missing:
-                errors.append(f"{at}.cpu.cpus: CPUs {missing} are not online here")
+            errors += _check_cpu(at, rule.cpu, host)
         if rule.memory is not None:
-            for name in ("home_node", "demote_node"):
-                node = getattr(rule.memory, name)
-                if node is None:
-                    continue
-                if node not in host.node_memory_mb:
-                    errors.append(f"{at}.memory.{name}: node {node} does not exist")
-                elif host.node_memory_mb[node] <= 0:
-                    errors.append(f"{at}.memory.{name}: node {node} has no memory")
-            if rule.memory.max_mbps > guard.total_max_mbps:
-                errors.append(f"{at}.memory.max_mbps: {rule.memory.max_mbps} MB/s is over this host's "
-                              f"total budget of {guard.total_max_mbps} MB/s")
-        if rule.gpu is not None and rule.gpu.device >= len(host.gpu_nodes):
-            errors.append(f"{at}.gpu.device: GPU {rule.gpu.device} does not exist "
-                          f"({len(host.gpu_nodes)} GPUs here)")
+            errors += _check_memory(at, rule.memory, host, guard)
+        if rule.gpu is not None:
+            errors += _check_gpu(at, rule.gpu, host)
+    return errors
+
+
+def check_parts(data: object, host: HostFacts, guard: Guardrails) -> list[str]:
+    """The host's checks on the parts of a document the schema refused that are well formed on
+    their own (a rule's match, cpu, memory, gpu), so that one refusal lists every problem: pid 1
+    beside an out-of-range CPU, not after it is fixed."""
+    rules = data.get("rules") if isinstance(data, dict) else None
+    if not isinstance(rules, list):
+        return []
+    errors = _check_rules(len(rules), guard)
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            continue
+        at = f"rules.{i}"
+        for key, model in (("match", Match), ("cpu", CpuSpec), ("memory", MemorySpec), ("gpu", GpuSpec)):
+            try:
+                part = model.model_validate(rule.get(key))
+            except ValidationError:
+                continue  # its schema errors are listed already
+            if isinstance(part, Match):
+                errors += _check_match(at, part, host, guard)
+            elif isinstance(part, CpuSpec):
+                errors += _check_cpu(at, part, host)
+            elif isinstance(part, MemorySpec):
+                errors += _check_memory(at, part, host, guard)
+            elif isinstance(part, GpuSpec):
+                errors += _check_gpu(at, part, host)
     return errors
 
 
 def validate(raw: bytes, host: HostFacts, guard: Guardrails) -> Validation:
+    """Every problem of a document, a line each; errors quote what the document says (a key, a
+    value) with its control characters made inert, wherever the line goes next (a terminal, the
+    audit log, the LLM's repair round)."""
     data, errors = parse(raw)
-    if errors:
-        return Validation(None, errors)
-    try:
-        doc = PolicyDocument.model_validate(data)
-    except ValidationError as exc:
-        return Validation(None, [f"{_path(tuple(e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
-                                 for e in exc.errors()])
-    errors = check_host(doc, host, guard)
-    return Validation(None if errors else doc, errors)
+    if not errors:
+        try:
+            doc = PolicyDocument.model_validate(data)
+        except ValidationError as exc:
+            errors = schema_errors(exc, data) + check_parts(data, host, guard)
+        else:
+            errors = check_host(doc, host, guard)
+            if not errors:
+                return Validation(doc, [])
+    return Validation(None, [safe(e) for e in errors])
