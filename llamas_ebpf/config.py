@@ -15,7 +15,6 @@ every policy document, whoever wrote it; no document can change them.
 
 from __future__ import annotations
 
-import tomllib
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -85,9 +84,9 @@ def load(paths: Paths | None = None) -> Config:
     if not path.exists():
         return Config()
     try:
-        return Config.model_validate(tomllib.loads(inputs.read_text(path, inputs.CONFIG_BYTES)))
-    except tomllib.TOMLDecodeError as exc:
-        raise LlamasError(f"{path}: bad TOML: {exc}") from None
+        return Config.model_validate(inputs.parse_toml(inputs.read_text(path, inputs.CONFIG_BYTES)))
+    except inputs.TomlError as exc:
+        raise LlamasError(f"{path}{f':{exc.line}' if exc.line else ''}: {exc}") from None
     except UnicodeDecodeError:
         raise LlamasError(f"{path}: not UTF-8 text") from None
     except ValidationError as exc:

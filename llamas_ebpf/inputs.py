@@ -1,16 +1,19 @@
 """The one reader for what comes from outside: policy documents, device descriptions, snapshot
-files, config.toml, and stdin. Regular files only (a FIFO, a device such as /dev/zero, or a
-directory is refused before anything is read, and opening never blocks), at most a limit of
-bytes (a file that grows past it while read is refused too), and every failure one LlamasError
-line naming the input."""
+files, config.toml, and stdin; and the one TOML parser, for descriptions and config.toml.
+Regular files only (a FIFO, a device such as /dev/zero, or a directory is refused before anything
+is read, and opening never blocks), at most a limit of bytes (a file that grows past it while read
+is refused too), and every failure one LlamasError line naming the input."""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import stat
 import sys
+import tomllib
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from llamas_ebpf.errors import LlamasError
 
@@ -70,3 +73,38 @@ def read_text(path: Path, limit: int) -> str:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise LlamasError(f"{path}: not UTF-8 text (line {line})") from None
+
+
+_TOML_AT = re.compile(r"\s*\(at line (\d+), column \d+\)")
+_NOT_FINITE = re.compile(r"=\s*[+-]?(inf|nan)\b")
+
+
+class TomlError(ValueError):
+    """TOML that llamas does not take, with the line where it could say one."""
+
+    def __init__(self, message: str, line: int | None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise TomlError(f"{text} is not a finite number", None)
+    return value
+
+
+def parse_toml(text: str) -> dict[str, Any]:
+    """tomllib.loads, with every float finite (a capacity of inf or nan is refused, not compared)
+    and nesting that cannot exhaust the parser's recursion: one TomlError either way."""
+    try:
+        return tomllib.loads(text, parse_float=_finite)
+    except TomlError as exc:
+        found = next((n for n, line in enumerate(text.splitlines(), 1) if _NOT_FINITE.search(line)), None)
+        raise TomlError(str(exc), found) from None
+    except tomllib.TOMLDecodeError as exc:
+        at = _TOML_AT.search(str(exc))
+        raise TomlError(f"bad TOML: {_TOML_AT.sub('', str(exc)).strip()}",
+                        int(at.group(1)) if at else None) from None
+    except RecursionError:
+        raise TomlError("bad TOML: nested too deeply", None) from None

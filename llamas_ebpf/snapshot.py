@@ -257,7 +257,7 @@ def load(path: Path, hosts: list[dict[str, Any]] | None = None) -> Iterator[Snap
         if line.startswith(f'{{"schema": "{HOST_SCHEMA}"'):
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:
                 raise LlamasError(f"{path}:{number}: not a llamas host record ({exc})") from None
             if isinstance(record, dict) and record.get("schema") == HOST_SCHEMA:
                 if hosts is not None:
@@ -265,7 +265,7 @@ def load(path: Path, hosts: list[dict[str, Any]] | None = None) -> Iterator[Snap
                 continue
         try:
             yield Snapshot.from_json(line)
-        except (ValidationError, json.JSONDecodeError) as exc:
+        except (ValidationError, json.JSONDecodeError, RecursionError) as exc:
             first = exc.errors()[0] if isinstance(exc, ValidationError) else {"msg": str(exc)}
             where = ".".join(str(p) for p in first.get("loc", ()))
             raise LlamasError(

@@ -8,7 +8,6 @@ field path; the other files still load.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,7 +18,6 @@ from llamas_ebpf import inputs
 from llamas_ebpf.errors import LlamasError
 
 SCHEMA = "llamas.device/v1"
-_TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
 PciAddress = Annotated[str, Field(pattern=r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")]
 PciId = Annotated[str, Field(pattern=r"^[0-9a-f]{4}:[0-9a-f]{4}$")]
 Positive = Annotated[int, Field(gt=0)]
@@ -134,11 +132,9 @@ def load_file(path: Path) -> LoadedDescription | DescriptionError:
     except UnicodeDecodeError as exc:
         return DescriptionError(path, raw[: exc.start].count(b"\n") + 1, None, "not UTF-8 text")
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        found = _TOML_LINE.search(str(exc))
-        message = _TOML_LINE.sub("", str(exc)).strip()
-        return DescriptionError(path, int(found.group(1)) if found else None, None, f"bad TOML: {message}")
+        data = inputs.parse_toml(text)
+    except inputs.TomlError as exc:
+        return DescriptionError(path, exc.line, None, str(exc))
     try:
         return LoadedDescription(path, Description.model_validate(data))
     except ValidationError as exc:

@@ -55,6 +55,10 @@ def error_of(tmp_path: Path, text: str | bytes, name: str = "bad.toml") -> str:
      ":1: schema: Input should be"),
     (GOOD.replace('type = "pmem"', 'type = "tape"'), ":4: type: Input should be"),
     (GOOD.replace("numa_node = 2", 'pci_id = "10DE:2331"'), ": match.pci_id: String should match pattern"),
+    (GOOD.replace("read_latency_ns = 300", "read_latency_ns = 300\ncapacity_gb = inf"), ":12: inf is not a finite number"),
+    (GOOD.replace("read_latency_ns = 300", "read_latency_ns = 300\ncapacity_gb = -nan"), ":12: -nan is not a finite"),
+    ("a = " + "[" * 100_000 + "]" * 100_000, ": bad TOML: nested too deeply"),
+    ("a = " + "{b = " * 20_000 + "1" + "}" * 20_000, ": bad TOML: nested too deeply"),
 ])
 def test_each_error_names_file_line_and_field(tmp_path, text, expected):
     message = error_of(tmp_path, text)
