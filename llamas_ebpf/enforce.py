@@ -31,7 +31,8 @@ from llamas_ebpf.actuator.pages import (
 )
 from llamas_ebpf.config import Guardrails
 from llamas_ebpf.errors import LlamasError
-from llamas_ebpf.kernel import mounts
+from llamas_ebpf.failpoints import failpoint
+from llamas_ebpf.kernel import mounts, procfs
 from llamas_ebpf.metrics import PLACEMENT_PERIOD_S, PLACEMENT_WAIT_S
 from llamas_ebpf.paths import Paths
 from llamas_ebpf.policy import compile as policy_compile
@@ -64,6 +65,11 @@ class Applied:
     diff: dict[str, list[str]]
 
 
+def _flags(doc: PolicyDocument | None) -> int:
+    """The control flags a document's slot runs with: exe rules make the kernel side ask."""
+    return FLAG_EXE_RULES if doc is not None and any(r.match.exe is not None for r in doc.rules) else 0
+
+
 class Enforcer:
     def __init__(self, paths: Paths, guard: Guardrails, host: HostFacts) -> None:
         if os.geteuid() != 0:
@@ -93,7 +99,53 @@ class Enforcer:
         # since this process started, for the metrics
         self.threads_pinned_total = 0
         self.pages_moved_total = 0
+        self.notes: list[str] = []  # what was found damaged or left over, for the command to say
+        with state_lock(paths.state_dir):
+            self._recover()
         self._take(self.state)
+
+    def _recover(self) -> None:
+        """Make the state, the maps and the journals agree after a crash or a damaged file:
+        - a policy.json rebuilt from the audit log (PolicyState.load) is written back whole;
+        - maps switched to a slot that policy.json does not record (an apply or rollback killed
+          between switching the maps and saving the state) are switched back to the state's
+          slot, whose rules the killed command never touched: the generation that was in force
+          before it is again, whole;
+        - a damaged originals.json, or lines of pages.jsonl, are said."""
+        state = self.state
+        if state.recovered:
+            self.notes.append(state.recovered)
+            state.save(self.paths.state_dir)
+        logged = max((e["generation"] for e in self.audit.entries() if e.get("event") == "apply"
+                      and isinstance(e.get("generation"), int)), default=0)
+        if state.document is not None and state.generation > logged:
+            # put in force (policy.json is the commit point) by an apply killed before it logged
+            # it: logged now, so that the audit log has every generation that was ever in force
+            document = state.document.model_dump(by_alias=True, exclude_none=True)
+            self.audit.append("apply", generation=state.generation, digest=state.digest,
+                              advisor=state.advisor, document=document,
+                              validation="ok", diff=diff(None, state.document),
+                              recovered="the apply that put it in force was cut short before it logged it")
+            self.notes.append(f"generation {state.generation} was put in force by a command cut short; "
+                              "logged now")
+        active = self.maps.active_slot
+        if active != state.slot:
+            # switching clears the other slot, so the state's slot is written again whole
+            if state.slot is not None and state.document is not None:
+                self._write_slot(state.slot, state.document)
+            self.maps.switch_to(state.slot, _flags(state.document))
+            now = (f"generation {state.generation} is in force again" if state.document
+                   else "no policy is in force")
+            self.notes.append(f"the maps had slot {active} in force where policy.json says {state.slot} "
+                              f"(a change cut short): {now}")
+        if self.journal.damaged:
+            self.notes.append(f"{self.journal.damaged}; set aside as {self.journal.path.name}.damaged: "
+                              "a rollback gives the processes the policy took their cgroup's CPUs")
+        pages = self.pages.journal
+        pages.entries()
+        if pages.damaged:
+            self.notes.append(f"{pages.path}: {pages.damaged} lines do not read back; "
+                              "the pages they recorded stay where they are on rollback")
 
     def _take(self, state: PolicyState) -> None:
         """Make `state` the one this enforcer works from: its rules compiled, its budgets, and no
@@ -135,9 +187,9 @@ class Enforcer:
             self.refresh()  # the generation number comes from what is on disk now
             return self._apply(doc, digest, advisor, **audit_fields)
 
-    def _apply(self, doc: PolicyDocument, digest: str, advisor: str, **audit_fields: object) -> Applied:
-        generation = self.state.generation + 1
-        slot = generation % 2
+    def _write_slot(self, slot: int, doc: PolicyDocument) -> dict[int, int]:
+        """A document's rules into one slot of the maps (not yet in force): compiled rules, comm
+        and cgroup keys, and the running processes it takes (tgid -> rule), which it returns."""
         compiled = policy_compile.compile_document(doc, self.host)
         self.maps.clear_slot(slot)
         for index, compiled_rule in enumerate(compiled):
@@ -152,14 +204,25 @@ class Enforcer:
         taken = policy_compile.classify(doc, self.guard)
         for tgid, index in taken.items():
             self.maps.add_tgid(slot, tgid, index)
-        has_exe = any(rule.match.exe is not None for rule in doc.rules)
-        self.maps.switch_to(slot, FLAG_EXE_RULES if has_exe else 0)
+        return taken
+
+    def _apply(self, doc: PolicyDocument, digest: str, advisor: str, **audit_fields: object) -> Applied:
+        generation = self.state.generation + 1
+        slot = generation % 2
+        taken = self._write_slot(slot, doc)
+        failpoint("apply.slot-written")
+        self.maps.switch_to(slot, _flags(doc))
+        failpoint("apply.switched")
         changes = diff(self.state.document, doc)
         state = PolicyState(generation, slot, doc, digest, advisor, time.time())
-        state.save(self.paths.state_dir)
+        state.save(self.paths.state_dir)  # the commit point: what a crash after this recovers to
+        failpoint("apply.saved")
         self._take(state)
         released, released_threads, released_pages = self._release(set(taken))
-        pinned = sum(self.pin(tgid, index) for tgid, index in taken.items())
+        pinned = 0
+        for tgid, index in taken.items():
+            pinned += self.pin(tgid, index)
+            failpoint("apply.pinning")
         self.audit.append("apply", generation=generation, digest=digest, advisor=advisor,
                           document=doc.model_dump(by_alias=True, exclude_none=True),
                           validation="ok", diff=changes, processes=len(taken), threads_pinned=pinned,
@@ -203,8 +266,19 @@ class Enforcer:
 
     def _rollback(self, reason: str) -> int:
         before = self.state.document
+        # processes the policy took whose originals a damaged journal lost: their cgroup's CPUs
+        unrecorded: set[int] = set()
+        if self.journal.damaged and before is not None:
+            if self.state.slot is not None:
+                unrecorded |= set(self.maps.tgid_rules(self.state.slot))
+            unrecorded |= set(policy_compile.classify(before, self.guard))
+            unrecorded -= self.affinity.taken()
         self.maps.switch_to(None)
-        restored = self.affinity.rollback()
+        failpoint("rollback.switched")
+        restored = self.affinity.rollback(unrecorded=unrecorded)
+        if unrecorded:
+            self.notes.append(f"{len(unrecorded)} processes had no recorded originals (the journal was "
+                              "damaged): given their cgroup's CPUs")
         pages_back = self.pages.restore()
         state = PolicyState(self.state.generation, None, None, None, None, None)
         state.save(self.paths.state_dir)
@@ -344,6 +418,27 @@ class Enforcer:
         self.pages_moved_total += moved
         return moved
 
+    def forget_gone(self) -> int:
+        """Once a window: what is remembered of processes that have exited goes (their original
+        masks and pages, the rule each had, what was queued for them), so that a host where
+        processes come and go by the hundred thousand does not grow the daemon or its journals.
+        How many processes were forgotten."""
+        gone = self.journal.prune()
+        pages = self.pages.journal
+        dead = {pid for pid in pages.entries() if not procfs.alive(pid)}
+        if dead:
+            pages.forget(dead)
+        tracked = set(self.rule_of) | set(self.queue) | set(self.judged_at) | set(self.awaiting)
+        gone |= dead | {tgid for tgid in tracked if not procfs.alive(tgid)}
+        for tgid in gone:
+            self.rule_of.pop(tgid, None)
+            self.queue.pop(tgid, None)
+            self.cold.forget(tgid)
+            self.by_heat.discard(tgid)
+            self.awaiting.pop(tgid, None)
+            self.judged_at.pop(tgid, None)
+        return len(gone)
+
     def sweep(self) -> int:
         """Take running processes the kernel side cannot classify by itself (pid, exe, cgroup
         rules, and processes that exec'd before the controller started). Threads pinned."""
@@ -415,6 +510,7 @@ class RequestServer:
         """Once a window: a new epoch (so requests may repeat), then the sweep."""
         self.epoch += 1
         self.enforcer.maps.set_ctl(CTL_EPOCH, self.epoch)
+        self.enforcer.forget_gone()
         self.enforcer.sweep()
         self.enforcer.demote_cold()
         self.enforcer.place_pages()

@@ -1,5 +1,6 @@
 """The one reader for what comes from outside: policy documents, device descriptions, snapshot
-files, config.toml, and stdin; and the one TOML parser, for descriptions and config.toml.
+files, config.toml, stdin (the Messages API's answers are capped at RESPONSE_BYTES by
+advise/claude.bounded_client); and the one TOML parser, for descriptions and config.toml.
 Regular files only (a FIFO, a device such as /dev/zero, or a directory is refused before anything
 is read, and opening never blocks), at most a limit of bytes (a file that grows past it while read
 is refused too), and every failure one LlamasError line naming the input."""
@@ -20,6 +21,7 @@ from llamas_ebpf.errors import LlamasError
 POLICY_BYTES = 1 << 20  # a policy document (the schema allows 1,024 rules: well under this)
 DESCRIPTION_BYTES = 256 << 10  # a device description
 CONFIG_BYTES = 256 << 10  # config.toml
+RESPONSE_BYTES = 4 << 20  # a Messages API answer (max_output_tokens keeps a real one far below)
 SNAPSHOT_BYTES = 512 << 20  # a file of saved snapshots (an hour of 1 s snapshots of a busy host)
 
 _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",

@@ -16,7 +16,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from llamas_ebpf.failpoints import failpoint
 from llamas_ebpf.kernel import mempolicy
 from llamas_ebpf.metrics import MOVE_HOT_SHARE, WRITE_HEAVY
 from llamas_ebpf.policy.lock import write_atomically
@@ -65,33 +67,56 @@ class PageJournal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.damaged = 0  # lines the last read skipped
 
     def record(self, pid: int, moves: list[tuple[int, int]]) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "a") as out:
-            out.write(json.dumps({"pid": pid, "pages": moves}) + "\n")
+        with os.fdopen(fd, "ab+") as out:
+            # a torn last line (a writer killed mid-line) is fenced off, as in the audit log
+            torn = False
+            if out.seek(0, os.SEEK_END) > 0:
+                out.seek(-1, os.SEEK_END)
+                torn = out.read(1) != b"\n"
+            out.write((b"\n" if torn else b"") + json.dumps({"pid": pid, "pages": moves}).encode() + b"\n")
             out.flush()
             os.fsync(out.fileno())
 
-    def entries(self) -> dict[int, dict[int, int]]:
-        """pid -> {address: original node} (the first node a page was seen on)."""
-        result: dict[int, dict[int, int]] = {}
+    def _lines(self) -> list[tuple[str, dict[str, Any] | None]]:
+        """Each line, with what it reads as (None: torn by a writer that died, or damaged)."""
         if not self.path.exists():
-            return result
-        for line in self.path.read_text().splitlines():
-            entry = json.loads(line)
+            return []
+        out: list[tuple[str, dict[str, Any] | None]] = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                moves = [(int(address), int(node)) for address, node in entry["pages"]]
+                out.append((line, {"pid": int(entry["pid"]), "pages": moves}))
+            except (ValueError, KeyError, TypeError, RecursionError):
+                out.append((line, None))
+        return out
+
+    def entries(self) -> dict[int, dict[int, int]]:
+        """pid -> {address: original node} (the first node a page was seen on). A line that does
+        not read back is skipped and counted in `damaged`: its pages stay where they are."""
+        result: dict[int, dict[int, int]] = {}
+        self.damaged = 0
+        for _line, entry in self._lines():
+            if entry is None:
+                self.damaged += 1
+                continue
             pages = result.setdefault(entry["pid"], {})
             for address, node in entry["pages"]:
                 pages.setdefault(address, node)
         return result
 
     def forget(self, pids: set[int]) -> None:
-        """Drop these processes' pages from the journal (moved back, or gone)."""
+        """Drop these processes' pages from the journal (moved back, or gone); damaged lines stay."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("pid") not in pids]
+        kept = [line for line, entry in self._lines() if entry is None or entry["pid"] not in pids]
         write_atomically(self.path, "".join(line + "\n" for line in kept))
 
     def clear(self) -> None:
@@ -163,6 +188,7 @@ class PageMover:
                     result.gone = True
                     break
                 raise
+            failpoint("pages.moved-batch")
             moved = [(a, src) for (a, src), s in zip(chunk, status, strict=True) if s == node]
             result.moved += len(moved)
             result.failed += len(chunk) - len(moved)

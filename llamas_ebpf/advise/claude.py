@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from llamas_ebpf import inputs
 from llamas_ebpf.advise.base import Advice, AdvisorInput, Usage
 from llamas_ebpf.advise.summary import ProcSummary
 from llamas_ebpf.config import LlmConfig
@@ -280,8 +281,11 @@ class ClaudeAdvisor:
             print(f"llamas: warning: model {self.model} is deprecated (end of life {end}); "
                   f"choose another with --model or LLAMAS_MODEL", file=sys.stderr)
         self._anthropic = anthropic
+        # retries are this advisor's (_create), inside the decision's deadline: the SDK's own
+        # would wait out whatever retry-after a server sends (up to a minute, each)
         self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url or config.base_url,
-                                          timeout=config.timeout_s, max_retries=config.retries)
+                                          timeout=config.timeout_s, max_retries=0,
+                                          http_client=bounded_client(anthropic, inputs.RESPONSE_BYTES))
 
     def _spent_this_hour(self) -> tuple[int, int]:
         since = time.time() - 3600
@@ -305,30 +309,20 @@ class ClaudeAdvisor:
         messages: list[dict[str, Any]] = [{"role": "user", "content": prompt.user}]
         repaired = False
         last_raw: bytes | None = None
-        # one deadline for the whole decision, its turns and the SDK's retries together: each
-        # call may take what is left, shared among its attempts
+        # one deadline for the whole decision, its turns and their retries together (_create)
         deadline = time.monotonic() + self.config.timeout_s
-        attempts = self.config.retries + 1
         for _turn in range(MAX_TURNS):
             left = deadline - time.monotonic()
             if left <= 0:
                 return self._unavailable(usage, f"no answer within {self.config.timeout_s:g} s", attempts=0)
+            # plain dicts, as the API documents them; the SDK's TypedDicts add nothing here
+            request: dict[str, Any] = {
+                "model": self.model, "max_tokens": self.config.max_output_tokens, "system": prompt.system,
+                "tools": prompt.tools, "tool_choice": {"type": "any"}, "messages": messages}
             try:
-                # plain dicts, as the API documents them; the SDK's TypedDicts add nothing here
-                request: dict[str, Any] = {
-                    "model": self.model, "max_tokens": self.config.max_output_tokens, "system": prompt.system,
-                    "tools": prompt.tools, "tool_choice": {"type": "any"}, "messages": messages}
-                response = self.client.with_options(timeout=left / attempts).messages.create(**request)
-            except self._anthropic.APIStatusError as exc:
-                return self._unavailable(usage, f"HTTP {exc.status_code} from the Messages API"
-                                         f" after {self.config.retries} retries")
-            except self._anthropic.APITimeoutError:
-                return self._unavailable(usage, f"no answer within {self.config.timeout_s:g} s"
-                                         f" ({self.config.retries} retries)")
-            except self._anthropic.APIConnectionError as exc:
-                return self._unavailable(usage, f"cannot connect: {_clean(str(exc.__cause__ or exc), 120)}")
-            except (self._anthropic.APIError, ValueError) as exc:  # a body that is not the API's
-                return self._unavailable(usage, f"a garbled answer ({_clean(type(exc).__name__, 40)})")
+                response = self._create(request, deadline, usage)
+            except _GiveUp as exc:
+                return Advice(self.name, None, usage=usage, unavailable=f"LLM unreachable: {exc}")
             try:
                 self._count(usage, response)
                 uses = _tool_uses(response)
@@ -363,11 +357,53 @@ class ClaudeAdvisor:
             messages.append({"role": "user", "content": results})
         return Advice(self.name, last_raw, usage=usage, unavailable=f"no valid proposal in {MAX_TURNS} turns")
 
-    def _unavailable(self, usage: Usage, reason: str, attempts: int | None = None) -> Advice:
-        """No advice; the calls that failed still count against the hourly budget (the SDK made
-        `retries + 1` attempts)."""
-        usage.calls += self.config.retries + 1 if attempts is None else attempts
+    def _unavailable(self, usage: Usage, reason: str, attempts: int = 0) -> Advice:
+        """No advice; the calls that failed count against the hourly budget (_create counts its own)."""
+        usage.calls += attempts
         return Advice(self.name, None, usage=usage, unavailable=f"LLM unreachable: {reason}")
+
+    def _create(self, request: dict[str, Any], deadline: float, usage: Usage) -> Any:
+        """One Messages API call, tried again up to `retries` times on what may pass (408, 409,
+        429, 5xx and 529, a timeout, a dropped connection), after the server's retry-after or
+        a short backoff; never past the decision's deadline. Every failed attempt counts in
+        the hourly budget. _GiveUp says why it stopped."""
+        api = self._anthropic
+        retries = self.config.retries
+        timeout = f"no answer within {self.config.timeout_s:g} s ({retries} retries)"
+        for attempt in range(retries + 1):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _GiveUp(timeout)
+            wait = 0.0
+            try:
+                # each attempt may take its share of what is left
+                client = self.client.with_options(timeout=left / (retries + 1 - attempt))
+                return client.messages.create(**request)
+            except api.APIStatusError as exc:
+                usage.calls += 1
+                said = f"HTTP {exc.status_code} from the Messages API"
+                if exc.status_code not in RETRYABLE:
+                    raise _GiveUp(said) from None
+                why = f"{said} after {retries} retries"
+                wait = retry_after(exc.response.headers, attempt)
+            except api.APITimeoutError:
+                usage.calls += 1
+                why = timeout
+            except api.APIConnectionError as exc:
+                usage.calls += 1
+                cause = exc.__cause__ or exc
+                why = (f"{cause}" if isinstance(cause, BodyTooLarge)
+                       else f"cannot connect: {_clean(str(cause), 120)}")
+            except (api.APIError, ValueError) as exc:  # a body that is not the API's
+                usage.calls += 1
+                raise _GiveUp(f"a garbled answer ({_clean(type(exc).__name__, 40)})") from None
+            if attempt == retries:
+                raise _GiveUp(why)
+            if time.monotonic() + wait >= deadline:
+                raise _GiveUp(f"{why.split(' after ')[0]}; the server asks to wait {wait:g} s, "
+                              f"past the decision's deadline of {self.config.timeout_s:g} s")
+            time.sleep(wait)
+        raise _GiveUp(timeout)  # not reached: the last attempt returns or raises
 
     def _count(self, usage: Usage, response: object) -> None:
         got = getattr(response, "usage", None)
@@ -408,6 +444,72 @@ class ClaudeAdvisor:
             window = dataclasses.asdict(seen) if seen is not None else {}
             return as_data({"facts": node.model_dump(exclude_none=True), "window": window})
         return as_data({"error": f"unknown tool or bad arguments: {_clean(str(name), 40)}"})
+
+
+RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
+BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+class _GiveUp(Exception):
+    """No answer from the Messages API this decision; the message says why, in a line."""
+
+
+def retry_after(headers: Any, attempt: int) -> float:
+    """How long the server asks to wait (retry-after-ms, else retry-after in seconds), else a
+    backoff that doubles per attempt. A date, or nonsense, is the backoff."""
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        try:
+            value = float(headers.get(name, "")) * scale
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value) and value >= 0:
+            return value
+    return BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+
+
+class BodyTooLarge(Exception):
+    """A Messages API answer longer than llamas reads (inputs.RESPONSE_BYTES)."""
+
+
+def bounded_client(anthropic: Any, limit: int) -> Any:
+    """The SDK's own HTTP client, with a transport that stops reading an answer at `limit`
+    bytes: a Content-Length over it is refused unread, and a body that goes past it (chunked,
+    or lying) is cut off there. Either is an error the SDK reports as a connection error, with
+    BodyTooLarge as its cause; nothing past the limit is ever held in memory. The HTTP package
+    is whichever the installed SDK is built on (httpx, or its successor httpx2)."""
+    import importlib
+
+    base = next(c for c in anthropic.DefaultHttpxClient.__mro__[1:] if c.__name__ == "Client")
+    httpx = importlib.import_module(base.__module__.split(".")[0])
+
+    class Capped(httpx.SyncByteStream):  # type: ignore[misc, name-defined]
+        def __init__(self, stream: Any) -> None:
+            self.stream = stream
+
+        def __iter__(self) -> Any:
+            total = 0
+            for chunk in self.stream:
+                total += len(chunk)
+                if total > limit:
+                    raise BodyTooLarge(f"an answer of more than {limit >> 20} MiB, the most llamas reads")
+                yield chunk
+
+        def close(self) -> None:
+            self.stream.close()
+
+    class Transport(httpx.HTTPTransport):  # type: ignore[misc, name-defined]
+        def handle_request(self, request: Any) -> Any:
+            response = super().handle_request(request)
+            length = response.headers.get("content-length", "")
+            if length.isdigit() and int(length) > limit:
+                response.close()
+                raise BodyTooLarge(f"an answer of {int(length):,} bytes, more than the {limit >> 20} MiB "
+                                   "llamas reads")
+            return httpx.Response(response.status_code, headers=response.headers,
+                                  stream=Capped(response.stream), extensions=response.extensions,
+                                  request=request)
+
+    return anthropic.DefaultHttpxClient(transport=Transport())
 
 
 def _tool_uses(response: object) -> list[Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from llamas_ebpf.errors import LlamasError
+from llamas_ebpf.faces.text import safe
 from llamas_ebpf.paths import Paths
 
 if TYPE_CHECKING:
@@ -92,7 +94,16 @@ def open_enforcer(paths: Paths | None = None) -> Enforcer:
     if os.geteuid() != 0:
         raise LlamasError("not root: policy maps and affinity changes need root")
     paths = paths or Paths.from_env()
-    return Enforcer(paths, config.load(paths).guardrails, HostFacts.from_host())
+    enforcer = Enforcer(paths, config.load(paths).guardrails, HostFacts.from_host())
+    say_notes(enforcer)
+    return enforcer
+
+
+def say_notes(enforcer: Enforcer) -> None:
+    """What the enforcer found damaged or cut short, and what it did about it: a line each."""
+    for note in enforcer.notes:
+        print(f"llamas: {safe(note)}", file=sys.stderr)
+    enforcer.notes.clear()
 
 
 def advisor_probes(inventory: Inventory) -> set[str]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from llamas_ebpf import inputs
-from llamas_ebpf.commands.common import JsonFlag, open_enforcer
+from llamas_ebpf.commands.common import JsonFlag, open_enforcer, say_notes
 from llamas_ebpf.errors import LlamasError
 from llamas_ebpf.faces.text import safe
 
@@ -60,6 +60,8 @@ def show(json_out: JsonFlag = False) -> None:
         state = PolicyState.load(state_dir)
     except OSError as exc:
         raise LlamasError(f"{state_dir}: {exc.strerror} (the state is root's)") from None
+    if state.recovered:  # said; written back by the next command that changes the state
+        print(f"llamas: {safe(state.recovered)}", file=sys.stderr)
     if json_out:
         doc = json.loads(state.document.to_json()) if state.document else None
         print(json.dumps({"generation": state.generation, "in_force": doc is not None, "digest": state.digest,
@@ -97,6 +99,7 @@ def rollback(json_out: JsonFlag = False) -> None:
         generation = enforcer.state.generation
     finally:
         enforcer.close()
+    say_notes(enforcer)
     if json_out:
         print(json.dumps({"generation": generation, "threads_restored": restored}))
     else:

@@ -24,6 +24,7 @@ from llamas_ebpf.commands.common import (
     listen_address,
     open_enforcer,
     require_key,
+    say_notes,
     seconds,
     serve_metrics,
 )
@@ -204,6 +205,7 @@ def run(
         if not (keep or once or dry_run) and enforcer.state.document is not None:
             restored = enforcer.rollback("controller stopped")
             print(f"llamas: rolled back; {restored} threads restored", file=sys.stderr)
+            say_notes(enforcer)
         enforcer.close()
         if lock is not None:
             lock.close()

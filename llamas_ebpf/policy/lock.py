@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from llamas_ebpf.errors import LlamasError
 
@@ -119,3 +122,37 @@ def write_atomically(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+class CorruptState(LlamasError):
+    """A state file that does not read back as written: torn, truncated, or edited."""
+
+
+def _sum(data: object) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_sealed(path: Path, data: object) -> None:
+    """A state file with its checksum: {"sha256": ..., "data": ...}, written atomically."""
+    write_atomically(path, json.dumps({"sha256": _sum(data), "data": data}, indent=1))
+
+
+def read_sealed(path: Path) -> Any:
+    """What write_sealed wrote; None when there is no file. A file that does not parse, or whose
+    data no longer matches its checksum, is CorruptState (one line, saying which). A file from
+    before the checksum (no "sha256") reads as it is."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise CorruptState(f"{path}: not UTF-8 text") from None
+    try:
+        sealed = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise CorruptState(f"{path}: does not parse ({exc})") from None
+    if not isinstance(sealed, dict) or "sha256" not in sealed:
+        return sealed
+    if sealed.get("sha256") != _sum(sealed.get("data")):
+        raise CorruptState(f"{path}: its checksum does not match what it holds")
+    return sealed["data"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llamas_ebpf.policy.document import PolicyDocument
-from llamas_ebpf.policy.lock import write_atomically
+from llamas_ebpf.policy.lock import CorruptState, read_sealed, write_sealed
 
 
 def digest(raw: bytes) -> str:
@@ -31,15 +31,46 @@ class PolicyState:
     advisor: str | None
     applied_at: float | None
 
+    recovered: str = ""  # how a damaged policy.json was rebuilt, for the command to say; not saved
+
     @classmethod
     def load(cls, state_dir: Path) -> PolicyState:
+        """policy.json; where it is damaged (torn, truncated, edited: its checksum says), the
+        state is rebuilt from the audit log, which records every generation put in force or
+        taken out, and `recovered` says so."""
         path = state_dir / "policy.json"
-        if not path.exists():
-            return cls(0, None, None, None, None, None)
-        data = json.loads(path.read_text())
-        doc = PolicyDocument.model_validate(data["document"]) if data.get("document") else None
-        return cls(data["generation"], data.get("slot"), doc, data.get("digest"), data.get("advisor"),
-                   data.get("applied_at"))
+        try:
+            data = read_sealed(path)
+            if data is None:
+                return cls(0, None, None, None, None, None)
+            doc = PolicyDocument.model_validate(data["document"]) if data.get("document") else None
+            return cls(data["generation"], data.get("slot"), doc, data.get("digest"), data.get("advisor"),
+                       data.get("applied_at"))
+        except CorruptState as exc:
+            damage = str(exc).removeprefix(f"{path}: ")
+        except (KeyError, TypeError, ValueError) as exc:  # sealed and whole, but not a state
+            damage = f"not a policy state ({type(exc).__name__}: {exc})"
+        state = cls.from_audit(AuditLog(state_dir).entries())
+        in_force = f"generation {state.generation} in force" if state.document else "no policy in force"
+        state.recovered = f"{path}: {damage}; rebuilt from audit.jsonl: {in_force}"
+        return state
+
+    @classmethod
+    def from_audit(cls, entries: list[dict[str, Any]]) -> PolicyState:
+        """The state the audit log describes: its last apply or rollback says what is in force;
+        the generation is the highest it ever gave out, so none is reused. Slots alternate by
+        generation (Enforcer.apply), so the slot follows from it."""
+        generations = [e["generation"] for e in entries if isinstance(e.get("generation"), int)]
+        generation = max(generations, default=0)
+        last = next((e for e in reversed(entries) if e.get("event") in ("apply", "rollback")), None)
+        if last is None or last["event"] == "rollback" or not isinstance(last.get("generation"), int):
+            return cls(generation, None, None, None, None, None)
+        try:
+            doc = PolicyDocument.model_validate(last.get("document"))
+        except ValueError:
+            return cls(generation, None, None, None, None, None)
+        return cls(generation, last["generation"] % 2, doc, last.get("digest"), last.get("advisor"),
+                   last.get("time"))
 
     def save(self, state_dir: Path) -> None:
         data = {
@@ -50,7 +81,7 @@ class PolicyState:
             "advisor": self.advisor,
             "applied_at": self.applied_at,
         }
-        write_atomically(state_dir / "policy.json", json.dumps(data, indent=2))
+        write_sealed(state_dir / "policy.json", data)
 
 
 def diff(old: PolicyDocument | None, new: PolicyDocument | None) -> dict[str, list[str]]:

@@ -5,8 +5,12 @@ to it over real HTTP (ANTHROPIC_BASE_URL). Each POST /v1/messages takes the next
   ("call", NAME, INPUT)    a tool_use of another tool (the read-only ones)
   ("text", TEXT)           a plain text answer, no tool
   ("status", CODE)         an API error with that HTTP status (retry-after-ms: 10)
+  ("status", CODE, HEADERS) the same, with these headers instead (retry-after: 60, say)
   ("sleep", SECONDS)       answer nothing for that long, then a 500
   ("raw", BYTES)           a 200 whose body is BYTES as they are (not JSON, or not a message)
+  ("huge", N, DECLARED)    a 200 whose body is N bytes of a JSON string, its Content-Length
+                           given (DECLARED) or not (read until the server closes); `sent`
+                           counts the bytes the client took before it hung up
 
 When the script runs out, every further request gets a 500. Every request body is kept, parsed,
 in `requests`, for the test to read what the model was shown.
@@ -25,6 +29,7 @@ class MessagesServer:
     def __init__(self, script: list[tuple]) -> None:
         self.script = list(script)
         self.requests: list[dict] = []
+        self.sent = 0
         self.headers: list[dict[str, str]] = []
         self.lock = threading.Lock()
         server = self
@@ -55,7 +60,10 @@ class MessagesServer:
                     kinds = {429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
                     self._send(code, {"type": "error", "error": {"type": kinds.get(code, "api_error"),
                                                                  "message": f"scripted {code}"}},
-                               {"retry-after-ms": "10"})
+                               step[2] if len(step) > 2 else {"retry-after-ms": "10"})
+                    return
+                if kind == "huge":
+                    self._huge(step[1], step[2])
                     return
                 if kind == "raw":
                     try:
@@ -83,6 +91,26 @@ class MessagesServer:
                     "usage": {"input_tokens": prompt_tokens, "output_tokens": 50 + len(json.dumps(content)) // 4,
                               "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
                 })
+
+            def _huge(self, size: int, declared: bool) -> None:
+                chunk = b"x" * (1 << 16)
+                try:
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    if declared:
+                        self.send_header("content-length", str(size + 2))
+                    else:
+                        self.send_header("connection", "close")
+                        self.close_connection = True
+                    self.end_headers()
+                    self.wfile.write(b'"')
+                    for _ in range(size // len(chunk)):
+                        self.wfile.write(chunk)
+                        with server.lock:
+                            server.sent += len(chunk)
+                    self.wfile.write(b'"')
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def _send(self, code: int, payload: dict, extra: dict[str, str] | None = None) -> None:
                 data = json.dumps(payload).encode()

@@ -153,6 +153,94 @@ def test_a_server_that_never_answers_ends_within_the_deadline(claude_env, busy):
     assert took < 60
 
 
+def _decision(values: dict) -> dict:
+    return [e for e in _audit(values) if e["event"] in ("decision", "apply", "refused")][-1]
+
+
+def _no_key_anywhere(values: dict, result) -> None:
+    """The API key is never printed, logged or stored."""
+    state = Path(values["LLAMAS_STATE_DIR"])
+    stored = "".join(p.read_text(errors="replace") for p in state.iterdir() if p.is_file())
+    assert "sk-test" not in result.stdout + result.stderr + stored
+
+
+def test_rate_limits_are_waited_out_within_the_deadline(claude_env, busy):
+    """429 and 529 with retry-after (seconds, and milliseconds): waited out, then the answer is
+    used; each failed attempt counted in the hourly budget."""
+    values, config, with_server = claude_env
+    (config / "config.toml").write_text("[llm]\ntimeout_s = 8\nretries = 2\n")
+    script = [("status", 429, {"retry-after": "1"}), ("status", 529, {"retry-after-ms": "500"}),
+              ("tool", _doc(_pin(busy.pid)))]
+    with MessagesServer(script) as server:
+        result = _run(with_server(server), "--advisor", "claude")
+    assert result.returncode == 0, result.stderr
+    assert len(server.requests) == 3 and os.sched_getaffinity(busy.pid) == {1}
+    decision = _decision(values)
+    assert decision["usage"]["calls"] == 3 and 1.5 <= decision["decide_s"] < 8, decision
+    _no_key_anywhere(values, result)
+
+
+def test_a_retry_after_past_the_deadline_ends_the_decision_at_once(claude_env, busy):
+    values, config, with_server = claude_env
+    (config / "config.toml").write_text("[llm]\ntimeout_s = 5\nretries = 2\n")
+    with MessagesServer([("status", 429, {"retry-after": "60"})] * 3) as server:
+        result = _run(with_server(server), "--advisor", "claude")
+    assert result.returncode == 1 and len(server.requests) == 1, result.stderr
+    assert "HTTP 429 from the Messages API; the server asks to wait 60 s, past the decision's deadline" \
+        in result.stderr, result.stderr
+    decision = _decision(values)
+    assert decision["outcome"] == "unavailable" and decision["usage"]["calls"] == 1
+    assert decision["decide_s"] < 2, decision  # not the 60 s the server asked for, nor the 5 s deadline
+    assert json.loads(llamas("policy", "show", "--json", env=values).stdout)["in_force"] is False
+    _no_key_anywhere(values, result)
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "until-close"])
+def test_a_huge_answer_is_cut_off_unread(claude_env, busy, declared):
+    """A 256 MiB answer: refused from its Content-Length, or cut off at 4 MiB when it has none;
+    a logged, counted decision either way, and the policy unchanged."""
+    values, _config, with_server = claude_env
+    size = 256 << 20
+    with MessagesServer([("huge", size, declared)] * 3) as server:
+        result = _run(with_server(server), "--advisor", "claude")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "MiB llamas reads" in result.stderr or "the most llamas reads" in result.stderr, result.stderr
+    assert server.sent < size // 4, server.sent  # it stopped reading, well short of the whole
+    decision = _decision(values)
+    assert decision["outcome"] == "unavailable" and decision["usage"]["calls"] == 3
+    assert json.loads(llamas("policy", "show", "--json", env=values).stdout)["in_force"] is False
+    _no_key_anywhere(values, result)
+
+
+def test_a_hostile_tool_use_runs_nothing_and_changes_nothing(claude_env, busy):
+    """The model asks for a tool that does not exist (a shell), passes a read-only tool
+    arguments that are not its type, and proposes a document with pid 1 and escape sequences in
+    its rationale, twice: nothing runs, the document is refused with its problems (one repair
+    round), the decision is logged, and the key is nowhere."""
+    values, _config, with_server = claude_env
+    hostile = {"schema": "llamas.policy/v1", "rationale": "\x1b[2J\x1b[Hllamas: generation 99 in force",
+               "rules": [{"name": "take-init", "match": {"pid": 1}, "cpu": {"cpus": "0"}}]}
+    script = [("call", "bash", {"command": "echo $ANTHROPIC_API_KEY > /tmp/llamas-key; reboot"}),
+              ("call", "process_detail", {"pid": "1; reboot"}),
+              ("tool", hostile), ("tool", hostile)]
+    before = os.sched_getaffinity(1)
+    with MessagesServer(script) as server:
+        started = time.monotonic()
+        result = _run(with_server(server), "--advisor", "claude")
+        took = time.monotonic() - started
+    assert result.returncode == 1 and "refused" in result.stderr and took < 60, result.stderr
+    lines = result.stderr.splitlines()
+    assert "\x1b" not in result.stderr and not any(line.startswith("llamas: generation 99") for line in lines)
+    answers = [b for r in server.requests[1:3] for m in r["messages"] if m["role"] == "user"
+               and isinstance(m["content"], list) for b in m["content"] if b.get("type") == "tool_result"]
+    assert any("unknown tool or bad arguments: bash" in a["content"] for a in answers), answers
+    assert not Path("/tmp/llamas-key").exists() and os.sched_getaffinity(1) == before
+    refused = _decision(values)
+    assert refused["event"] == "refused" and any("pid 1 is never touched" in e for e in refused["validation"])
+    assert json.loads(llamas("policy", "show", "--json", env=values).stdout)["in_force"] is False
+    _no_key_anywhere(values, result)
+
+
 def test_timeouts_degrade_to_the_heuristic_when_configured(claude_env, busy):
     values, config, with_server = claude_env
     (config / "config.toml").write_text('[llm]\ntimeout_s = 1\nretries = 1\nfallback = "heuristic"\n')

@@ -4,6 +4,7 @@ classifying processes on a fixture /proc, and counter-map deltas."""
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,36 @@ def test_placement_by_heat_moves_hot_home_leaves_warm_and_young_cold_and_keeps_w
     assert (12 * mib, 14 * mib, 2) in placed
     # no demote node: the rule has one place for all of it
     assert by_heat(regions, movable, 0, -1, 30, set()) == [(start, end, 0) for start, end in movable]
+
+
+def test_journal_forgets_exited_processes_and_sets_a_damaged_file_aside(tmp_path):
+    """Originals of processes that exited go (100,000 short-lived processes must not grow the
+    journal, and a reused pid must not inherit a dead process's original); a journal whose
+    checksum no longer matches is set aside, said, and replaced by the next save."""
+    import subprocess
+
+    from llamas_ebpf.actuator.affinity import Journal
+
+    path = tmp_path / "originals.json"
+    alive = subprocess.Popen(["sleep", "30"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        journal = Journal(path)
+        journal.remember(alive.pid, alive.pid, {0, 1})
+        journal.remember(dead.pid, dead.pid, {0, 1})
+        journal.save()
+        assert journal.prune() == {dead.pid}
+        assert Journal(path).masks == {alive.pid: (alive.pid, [0, 1])}
+        sealed = json.loads(path.read_text())
+        sealed["data"][str(alive.pid)]["cpus"] = [0]  # edited by hand: the checksum is the old one
+        path.write_text(json.dumps(sealed))
+        damaged = Journal(path)
+        assert "checksum does not match" in damaged.damaged and damaged.masks == {}
+        assert (tmp_path / "originals.json.damaged").exists() and not path.exists()
+        damaged.remember(alive.pid, alive.pid, {1})
+        damaged.save()
+        assert Journal(path).masks == {alive.pid: (alive.pid, [1])} and not Journal(path).damaged
+    finally:
+        alive.kill()
+        alive.wait()
