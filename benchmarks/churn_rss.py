@@ -89,6 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--processes", type=int, default=100_000)
     parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--arms", default="observe,enforce", help="which arms, comma-separated")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("root needed (BPF)")
@@ -102,6 +103,8 @@ def main() -> None:
         ("observe", ["--advisor", "heuristic", "--dry-run", "--decide-every", "5"], "deciding every"),
         ("enforce", ["--advisor", "none", "--policy", str(policy)], "keeping generation"),
     ):
+        if name not in args.arms.split(","):
+            continue
         state = work / name
         env = {**os.environ, "LLAMAS_STATE_DIR": str(state), "LLAMAS_CONFIG_DIR": str(state),
                "LLAMAS_PIN_DIR": f"/sys/fs/bpf/llamas-churn-{os.getpid()}-{name}"}

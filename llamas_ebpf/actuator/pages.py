@@ -71,7 +71,7 @@ class PageJournal:
 
     def record(self, pid: int, moves: list[tuple[int, int]]) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "ab+") as out:
             # a torn last line (a writer killed mid-line) is fenced off, as in the audit log
             torn = False

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from llamas_ebpf.kernel import procfs
 from llamas_ebpf.policy.maps import PolicyMaps
@@ -264,3 +266,54 @@ def test_a_refusal_quotes_hostile_text_inertly(env, tmp_path):
     result = llamas("policy", "apply", str(doc), env=values)
     assert result.returncode == 2 and "\x1b" not in result.stderr
     assert not any(line.startswith("llamas: generation") for line in result.stderr.splitlines()), result.stderr
+
+
+@pytest.fixture(scope="module")
+def in_force(tmp_path_factory, threader):
+    """An Enforcer in this process, with a policy in force that pins a child to CPU 1."""
+    from llamas_ebpf.config import Guardrails
+    from llamas_ebpf.enforce import Enforcer
+    from llamas_ebpf.paths import Paths
+    from llamas_ebpf.policy.validate import HostFacts
+
+    base = tmp_path_factory.mktemp("property")
+    pin = Path(f"/sys/fs/bpf/llamas-test-{os.getpid()}-property")
+    paths = Paths(config_dir=base, state_dir=base / "state", pin_dir=pin, bpf_dir=Paths.from_env().bpf_dir)
+    enforcer = Enforcer(paths, Guardrails(), HostFacts.from_host())
+    child = Child(threader, "lt-property", base)
+    enforcer.apply_raw(policy(base, pin_rule("lt-property")).read_bytes(), "file", "test")
+    try:
+        yield enforcer, child
+    finally:
+        enforcer.rollback("test done")
+        enforcer.close()
+        child.close()
+        shutil.rmtree(pin, ignore_errors=True)
+
+
+def _state_of(enforcer) -> tuple:
+    state_dir = enforcer.paths.state_dir
+    files = {p.name: p.read_bytes() for p in state_dir.iterdir() if p.is_file() and p.name != "audit.jsonl"}
+    slot = enforcer.maps.active_slot
+    return files, slot, enforcer.maps.tgid_rules(slot) if slot is not None else {}
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.binary(max_size=300), hostile.JSON.map(lambda v: json.dumps(v).encode()),
+                 hostile.DOCUMENT.map(lambda v: json.dumps(v).encode())))
+def test_a_refused_document_never_changes_the_state(in_force, raw):
+    """Any bytes, any JSON value, any near-document, put to the enforcer in force on this host:
+    what is refused leaves policy.json, the journal, the maps and every mask as they were, and
+    adds one refusal to the audit log."""
+    from llamas_ebpf.enforce import Refused
+    from llamas_ebpf.policy.validate import validate
+
+    enforcer, child = in_force
+    assume(not validate(raw, enforcer.host, enforcer.guard).ok)  # a valid one would be applied
+    before, logged = _state_of(enforcer), len(enforcer.audit.entries())
+    with pytest.raises(Refused):
+        enforcer.apply_raw(raw, "property", "hypothesis")
+    assert _state_of(enforcer) == before
+    assert all(mask == {1} for mask in child.masks().values())
+    entries = enforcer.audit.entries()
+    assert len(entries) == logged + 1 and entries[-1]["event"] == "refused"

@@ -1,8 +1,9 @@
 """The lab tier: boot the topologies (scripts/lab) and run the guest suites inside them.
 
-`tiered` boots twice (the topology, telemetry, move_pages, fentry, doctor and policy; then
-`run --once`, claude with the auto-revert, and audit), `pmem` and `2socket` once each for their
-topology checks. The boots run two at a time: under TCG a guest runs in one host thread
+`tiered` boots four times (the topology, telemetry, move_pages, fentry, doctor and policy; then
+`run --once` and claude with the auto-revert; then access by DAMON, audit and a kill -9
+mid-migration; then placement by heat), `pmem` once (its topology and written ranges),
+`2socket` once for its topology. The boots run two at a time: under TCG a guest runs in one host thread
 (llamas_ebpf/lab.py says why), so on a 2-core machine two boots side by side take little longer
 than one. LLAMAS_LAB_PARALLEL sets how many (1 runs them one after another).
 """
@@ -27,8 +28,9 @@ from tests.conftest import ROOT, require
 SUITES = [
     ("tiered", "tiered", ["tests/guest/test_topology.py", "tests/guest/test_telemetry_lab.py",
                           "tests/guest/test_policy_lab.py", "tests/guest/test_cold_lab.py"]),
-    ("tiered-run", "tiered", ["tests/guest/test_run_lab.py", "tests/guest/test_audit_lab.py"]),
-    ("tiered-access", "tiered", ["tests/guest/test_access_lab.py"]),
+    ("tiered-run", "tiered", ["tests/guest/test_run_lab.py"]),
+    ("tiered-access", "tiered", ["tests/guest/test_access_lab.py", "tests/guest/test_audit_lab.py",
+                                 "tests/guest/test_crash_lab.py"]),
     ("tiered-place", "tiered", ["tests/guest/test_place_lab.py"]),
     ("pmem", "pmem", ["tests/guest/test_topology.py", "tests/guest/test_written_lab.py"]),
     ("2socket", "2socket", ["tests/guest/test_topology.py"]),
@@ -101,7 +103,7 @@ def test_guest_suite(boots, boot, topology, suite):
 def test_a_tiered_recording_is_judged_as_tiered_on_this_host(boots, tmp_path):
     """The snapshots `llamas audit --save` wrote in the tiered guest carry that host: audited here,
     on one node, the recommended policy still demotes to node 2 and validates against 3 nodes."""
-    result, _report, _took = boots["tiered-run"].result()
+    result, _report, _took = boots["tiered-access"].result()
     saved = ROOT / ".lab" / "recorded-tiered.jsonl"
     assert saved.exists(), f"the guest saved no recording: {result.stdout[-2000:]}"
     out = tmp_path / "report.json"

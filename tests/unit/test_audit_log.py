@@ -17,3 +17,19 @@ def test_a_torn_tail_is_skipped_and_fenced(tmp_path):
     assert [e["event"] for e in entries] == ["apply", "rollback"] and log.torn == 1
     lines = log.path.read_text().splitlines()
     assert len(lines) == 3 and lines[1] == '{"event": "apply", "generation": 2, "docu'  # fenced, not glued
+
+
+def test_a_torn_page_journal_line_is_skipped_counted_and_fenced(tmp_path):
+    """The page journal (pages.jsonl) as the audit log: a line torn by a crash does not take the
+    next record with it, and reads as one damaged line whose pages stay where they are."""
+    from llamas_ebpf.actuator.pages import PageJournal
+
+    path = tmp_path / "pages.jsonl"
+    journal = PageJournal(path)
+    journal.record(10, [(4096, 1), (8192, 1)])
+    with path.open("ab") as out:
+        out.write(b'{"pid": 11, "pages": [[40')
+    journal.record(12, [(4096, 0)])
+    assert journal.entries() == {10: {4096: 1, 8192: 1}, 12: {4096: 0}} and journal.damaged == 1
+    journal.forget({10})
+    assert journal.entries() == {12: {4096: 0}} and journal.damaged == 1

@@ -62,23 +62,6 @@ def test_the_corpus_is_large_and_mostly_new():
     assert len({c["case"] for c in hostile.CORPUS}) == len(hostile.CORPUS)
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-                    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
-                    max_leaves=30)
-FIELD_VALUES = st.one_of(JSON, st.sampled_from([0, 1, -1, 255, 256, 2**63, "0", "0-3", "0-99999999", True, None, [],
-                                                [0], [999], {}, "/", "/sys/fs/cgroup", "systemd", "x" * 70]))
-RULE = st.fixed_dictionaries(
-    {"name": st.sampled_from(["a", "b", "A", "a b"]) | st.text(max_size=8)},
-    optional={"match": st.dictionaries(st.sampled_from(["pid", "comm", "exe", "cgroup", "uid"]), FIELD_VALUES,
-                                       max_size=2),
-              "cpu": st.dictionaries(st.sampled_from(["nodes", "cpus"]), FIELD_VALUES, max_size=2),
-              "memory": st.dictionaries(st.sampled_from(["home_node", "demote_node", "max_mbps", "hot_faults",
-                                                         "cold_seconds"]), FIELD_VALUES, max_size=3),
-              "gpu": st.dictionaries(st.just("device"), FIELD_VALUES, max_size=1)})
-DOCUMENT = st.fixed_dictionaries({"schema": st.just("llamas.policy/v1") | JSON, "rules": st.lists(RULE, max_size=4)},
-                                 optional={"rationale": JSON})
-
-
 def _clean(result) -> None:
     """A validation gives a document, or a list of one-line errors, each at a path."""
     if result.ok:
@@ -91,7 +74,7 @@ def _clean(result) -> None:
 
 
 @settings(max_examples=1000, deadline=None, database=None)
-@given(JSON)
+@given(hostile.JSON)
 def test_any_json_value_is_a_document_or_a_clean_list_of_errors(value):
     _clean(validate(json.dumps(value).encode(), HOST, GUARD))
 
@@ -103,6 +86,6 @@ def test_any_bytes_are_a_document_or_a_clean_list_of_errors(raw):
 
 
 @settings(max_examples=1000, deadline=None, database=None)
-@given(DOCUMENT)
+@given(hostile.DOCUMENT)
 def test_any_near_document_is_a_document_or_a_clean_list_of_errors(value):
     _clean(validate(json.dumps(value).encode(), HOST, GUARD))
