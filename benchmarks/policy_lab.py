@@ -3,7 +3,8 @@
     scripts/lab -- python benchmarks/policy_lab.py [--pages 20000] [--rounds 3]
 
 In one run, alternating:
-  - migration throughput: llamas' actuator (PageMover, unlimited budget) against numactl's
+  - migration throughput: llamas' actuator (PageMover, unlimited budget) in budgeted move_pages
+    batches, and its whole-process back end (one migrate_pages call), against numactl's
     `migratepages` moving the same process's pages between node1 and node0, as pages/s and ratio;
   - apply -> enforced latency for affinity: `Enforcer.apply` until every thread's mask is the
     rule's (one-shot apply), and exec -> pinned through bpf/enforce.c and the controller;
@@ -59,9 +60,17 @@ def main() -> None:
 
     # -- throughput, alternating
     child = toucher(binary, args.pages, "--cpunodebind=0", "--preferred=1")
-    ours, theirs = [], []
+    ours, whole, theirs = [], [], []
     mover = PageMover(TokenBucket(1e6), PageJournal(work / "pages.jsonl"))
     for _ in range(args.rounds):
+        # the whole-process back end: one migrate_pages(2), after asking where every page is
+        subprocess.run(["migratepages", str(child.pid), "0", "1"], check=True)
+        count = on_node(child.pid, 1)
+        started = time.monotonic()
+        result = mover.move_process(child.pid, 0, TokenBucket(1e6))
+        assert result is not None
+        whole.append(result.moved / (time.monotonic() - started))
+        assert on_node(child.pid, 1) < 0.05 * count
         subprocess.run(["migratepages", str(child.pid), "0", "1"], check=True)
         count = on_node(child.pid, 1)
         started = time.monotonic()
@@ -117,6 +126,9 @@ def main() -> None:
         "llamas_pages_per_s": round(statistics.median(ours)),
         "migratepages_pages_per_s": round(statistics.median(theirs)),
         "ratio_llamas_over_migratepages": round(statistics.median(ours) / statistics.median(theirs), 2),
+        "llamas_whole_process_pages_per_s": round(statistics.median(whole)),
+        "ratio_whole_process_over_migratepages": round(statistics.median(whole) / statistics.median(theirs),
+                                                       2),
         "apply_to_enforced_ms_one_shot": round(apply_latency * 1000, 1),
         "exec_to_pinned_ms_median": round(statistics.median(exec_latencies) * 1000, 1),
         "requests_served": served,

@@ -96,6 +96,10 @@ class Enforcer:
         self.judged_at: dict[int, float] = {}  # tgid -> when its regions were last judged by heat
         self.by_heat: set[int] = set()  # taken processes placed by their regions' heat
         self.awaiting: dict[int, float] = {}  # tgid -> since when the access probe has had no regions
+        self.whole: set[int] = set()  # taken processes whose every page goes home (by mapping)
+        # rule name -> back end -> pages it moved, in the generation in force
+        self.served_by: dict[str, dict[str, int]] = {}
+        self._logged_served: dict[str, dict[str, int]] = {}
         # since this process started, for the metrics
         self.threads_pinned_total = 0
         self.pages_moved_total = 0
@@ -159,6 +163,8 @@ class Enforcer:
             if rule.memory is not None
         }
         self.queue.clear()
+        self.whole.clear()
+        self.served_by = {}
         self.judged_at.clear()  # a new generation: every taken process is judged afresh
         if doc is None:
             self.rule_of.clear()
@@ -303,6 +309,7 @@ class Enforcer:
                 self.queue[tgid] = by_access
             else:
                 self.queue[tgid] = [(start, end, rule.home_node) for start, end in resident_regions(tgid)]
+                self.whole.add(tgid)  # everything home: one migrate_pages(2) where the budget allows
                 if rule.demote_node >= 0:
                     self.cold.mark(tgid)  # coldness is measured from now
         pinned = self.affinity.enforce(tgid, set(rule.cpus)) if rule.cpus else 0
@@ -395,6 +402,14 @@ class Enforcer:
                 continue
             budget = self.budgets.get(rule_index)
             pending = self.queue[tgid]
+            if tgid in self.whole and budget is not None:
+                self.whole.discard(tgid)
+                whole = self.pages.move_process(tgid, self.compiled[rule_index].home_node, budget)
+                if whole is not None:  # done in one call (or gone); else in batches, below
+                    moved += whole.moved
+                    self._served(rule_index, "migrate_pages", whole.moved)
+                    del self.queue[tgid]
+                    continue
             while pending and budget is not None:
                 # several regions per call, all to one node: one query syscall for up to
                 # MOVE_CHUNK pages
@@ -405,6 +420,8 @@ class Enforcer:
                     take += 1
                 result = self.pages.move(tgid, addresses, node, budget)
                 moved += result.moved
+                self._served(rule_index, "move_pages, regions by heat" if tgid in self.by_heat else
+                             "move_pages, mappings", result.moved)
                 if result.gone:
                     pending.clear()
                     break
@@ -417,6 +434,20 @@ class Enforcer:
                 del self.queue[tgid]
         self.pages_moved_total += moved
         return moved
+
+    def _served(self, rule_index: int, backend: str, pages: int) -> None:
+        """Which back end moved how many pages for a rule, in this generation (doctor, audit)."""
+        if pages and self.state.document is not None and rule_index < len(self.state.document.rules):
+            name = self.state.document.rules[rule_index].name
+            by = self.served_by.setdefault(name, {})
+            by[backend] = by.get(backend, 0) + pages
+
+    def log_placement(self) -> None:
+        """An audit line when pages moved since the last one: by rule, which back end moved how
+        many pages in this generation (`llamas doctor` shows the latest)."""
+        if self.served_by != self._logged_served and self.state.document is not None:
+            self._logged_served = {rule: dict(by) for rule, by in self.served_by.items()}
+            self.audit.append("placed", generation=self.state.generation, served_by=self._logged_served)
 
     def forget_gone(self) -> int:
         """Once a window: what is remembered of processes that have exited goes (their original
@@ -437,6 +468,7 @@ class Enforcer:
             self.by_heat.discard(tgid)
             self.awaiting.pop(tgid, None)
             self.judged_at.pop(tgid, None)
+            self.whole.discard(tgid)
         return len(gone)
 
     def sweep(self) -> int:
@@ -514,6 +546,7 @@ class RequestServer:
         self.enforcer.sweep()
         self.enforcer.demote_cold()
         self.enforcer.place_pages()
+        self.enforcer.log_placement()
 
     def serve(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -140,6 +140,7 @@ class PageMover:
         self.batch = 256  # pages per move_pages call, tuned to stay near TARGET_BATCH_S
         self.calls = 0
         self.seconds = 0.0
+        self.whole_calls = 0  # of them, migrate_pages(2) calls that moved a whole process
 
     def _call(self, pid: int, addresses: list[int], nodes: list[int] | None) -> list[int]:
         started = time.monotonic()
@@ -196,6 +197,47 @@ class PageMover:
             self.host_budget.take(len(moved) * PAGE)
         return result
 
+    def move_process(self, pid: int, node: int, budget: TokenBucket) -> MoveResult | None:
+        """A whole-process home move in one migrate_pages(2) call, the path `migratepages`
+        takes, where the budgets cover every page that would move now (else None: the caller
+        moves it in budgeted move_pages batches). Every page of every mapping is asked where it
+        is first, and those not on `node` journalled before the call, as move() does."""
+        result = MoveResult()
+        addresses = [a for start, end in mapped_regions(pid) for a in pages_of(start, end)]
+        try:
+            where = self._call(pid, addresses, None)
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                result.gone = True
+                return result
+            raise
+        todo = [(a, on) for a, on in zip(addresses, where, strict=True) if on >= 0 and on != node]
+        result.asked = sum(on >= 0 for on in where)
+        result.already = result.asked - len(todo)
+        if not todo:
+            return result
+        if len(todo) * PAGE > min(budget.available(), self.host_budget.available()):
+            return None
+        self.journal.record(pid, todo)  # written ahead, as in move()
+        started = time.monotonic()
+        try:
+            left = mempolicy.migrate_pages(pid, {on for _, on in todo}, node)
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                result.gone = True
+                return result
+            raise
+        failpoint("pages.moved-batch")
+        self.calls += 1
+        self.seconds += time.monotonic() - started
+        self.whole_calls += 1
+        # what the kernel could not move (shared, pinned, busy) is counted, not found page by page
+        result.moved = max(len(todo) - left, 0)
+        result.failed = len(todo) - result.moved
+        budget.take(result.moved * PAGE)
+        self.host_budget.take(result.moved * PAGE)
+        return result
+
     def restore(self, only: set[int] | None = None) -> int:
         """Move every journalled page back to its original node (or only those of the processes
         in `only`); how many went back."""
@@ -234,6 +276,25 @@ def resident_regions(pid: int, proc: Path = Path("/proc")) -> list[tuple[int, in
         if "w" not in perms or "p" not in perms or name in ("[vsyscall]", "[vvar]", "[vdso]"):
             continue
         start, end = (int(x, 16) for x in span.split("-"))
+        ranges += aligned(start, end)
+    return ranges
+
+
+def mapped_regions(pid: int, proc: Path = Path("/proc")) -> list[tuple[int, int]]:
+    """Every mapping of a process (its text, libraries and read-only data too, not the kernel's
+    [vsyscall], [vvar], [vdso]), 2 MiB-aligned: what migrate_pages(2) may move of it."""
+    try:
+        text = (proc / str(pid) / "maps").read_text()
+    except OSError:
+        return []
+    ranges = []
+    for line in text.splitlines():
+        fields = line.split()
+        name = fields[5] if len(fields) > 5 else ""
+        # a reservation with no access (runtimes reserve terabytes that way) holds no page
+        if fields[1].startswith("---") or name in ("[vsyscall]", "[vvar]", "[vdso]", "[vvar_vclock]"):
+            continue
+        start, end = (int(x, 16) for x in fields[0].split("-"))
         ranges += aligned(start, end)
     return ranges
 

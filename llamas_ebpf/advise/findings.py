@@ -91,3 +91,41 @@ def findings(window: WindowSummary, inventory: Inventory,
     for rank, finding in enumerate(out, 1):
         finding["rank"] = rank
     return out
+
+
+def kernel_alternative(inventory: Inventory, policy: dict[str, Any] | None,
+                       balancing_now: int | None) -> dict[str, Any]:
+    """Whether the kernel's own NUMA balancing would do what the recommended policy does, and
+    which setting: with several nodes of CPUs, `numa_balancing=1` (pages and tasks come
+    together); with a slower memory tier, 2 (tiering: hot pages promoted by the kernel's hinting
+    faults, cold ones demoted under pressure); both, 3. It is not enough where a device needs what the kernel
+    does not know: a node that writes slowly (the kernel moves by access, not by writes), a
+    GPU's node, a device whose wear makes moves to it costly. Each need is said."""
+    topo = Topology(inventory)
+    nodes_with_cpus = [n for n in inventory.nodes if n.cpus]
+    # a bit mask: 1 moves pages (and tasks) between nodes of CPUs, 2 promotes hot pages from a
+    # slower tier (and lets cold ones be demoted)
+    setting = (1 if len(nodes_with_cpus) > 1 else 0) | (2 if topo.slow else 0) or None
+    needs: list[str] = []
+    for node in topo.write_slow_nodes():
+        needs.append(f"node {node.id} writes slowly: the kernel's tiering moves pages by access, not "
+                     "by writes, and would put written pages there")
+    for node in inventory.nodes:
+        if node.persistent or (node.endurance or "unlimited").lower() != "unlimited":
+            needs.append(f"node {node.id} wears with writes ({node.endurance or 'persistent'}): "
+                         "moves to it are budgeted (max_mbps)")
+    rules = policy.get("rules", []) if isinstance(policy, dict) else []
+    if any(isinstance(r, dict) and "gpu" in r for r in rules):
+        needs.append("a process is placed by its GPU's node, which the kernel does not know of")
+    needs = list(dict.fromkeys(needs))
+    enough = setting is not None and not needs and bool(rules)
+    name = {1: "NUMA balancing", 2: "tiering", 3: "NUMA balancing and tiering"}.get(setting or 0, "")
+    now = "" if balancing_now is None else f" (now {balancing_now})"
+    if enough:
+        say = (f"the kernel's own {name} would do what these rules do here: sysctl kernel.numa_balancing="
+               f"{setting}{now}, and no rule; llamas adds a budget per rule, a journal and rollback")
+    elif needs and setting is not None:
+        say = f"the kernel's {name} (kernel.numa_balancing={setting}) is not enough here: " + "; ".join(needs)
+    else:
+        say = ""  # one node, or nothing recommended: nothing to compare
+    return {"enough": enough, "setting": setting, "now": balancing_now, "needs": needs, "say": say}

@@ -165,8 +165,14 @@ def audit(
     caps = features.probe().to_dict()
     flat = {k: v for k, v in caps.items() if isinstance(v, dict) and "available" in v}
     flat.update({f"program type {k}": v for k, v in caps.get("program_types", {}).items()})
+    balancing = None
+    if live:  # what the kernel's NUMA balancing is set to now (recordings do not carry it)
+        try:
+            balancing = int(Path("/proc/sys/kernel/numa_balancing").read_text())
+        except (OSError, ValueError):
+            balancing = None
     report = face.build(window, snaps, inventory, flat, advice, errors, policy,
-                        str(policy_path) if policy_path else None)
+                        str(policy_path) if policy_path else None, balancing)
     text = {"md": face.to_markdown, "html": face.to_html, "json": face.as_json}[fmt](report)
     if output is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")

@@ -53,7 +53,35 @@ def report() -> dict[str, Any]:
         "probes": probes,
         "access": access,
         "build": build,
+        "placement": placement(),
     }
+
+
+def placement() -> dict[str, Any]:
+    """The page placement back ends this kernel offers, and which of them served each rule of
+    the generation in force (the audit log's latest `placed` line for it)."""
+    from llamas_ebpf.paths import Paths
+    from llamas_ebpf.policy.state import AuditLog, PolicyState
+
+    release = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    damos = ("in this kernel (6.11+), not used by llamas yet: rules go by process, DAMOS by "
+             "physical address" if release >= (6, 11) else "not in this kernel (6.11+)")
+    back_ends = {
+        "migrate_pages": "a whole process's pages home in one call, where its rule's budget covers them",
+        "move_pages": "regions by heat (DAMON), mappings (smaps), cold mappings down; in budgeted batches",
+        "damos_migrate_hot_cold": damos,
+    }
+    served: dict[str, dict[str, int]] = {}
+    generation = None
+    state_dir = Paths.from_env().state_dir
+    if os.access(state_dir, os.R_OK):
+        state = PolicyState.load(state_dir)
+        generation = state.generation if state.document is not None else None
+        placed = [e for e in AuditLog(state_dir).entries()
+                  if e.get("event") == "placed" and e.get("generation") == generation]
+        if placed and isinstance(placed[-1].get("served_by"), dict):
+            served = placed[-1]["served_by"]
+    return {"back_ends": back_ends, "generation": generation, "served_by": served}
 
 
 def doctor(json_out: JsonFlag = False, ebpf: EbpfFlag = False) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from llamas_ebpf import metrics
 from llamas_ebpf.advise.base import Advice
-from llamas_ebpf.advise.findings import findings
+from llamas_ebpf.advise.findings import findings, kernel_alternative
 from llamas_ebpf.advise.summary import WindowSummary
 from llamas_ebpf.devices.inventory import Inventory
 from llamas_ebpf.faces.text import mib, safe
@@ -48,7 +48,7 @@ def locality_series(snaps: list[Snapshot]) -> list[dict[str, Any]]:
 
 def build(window: WindowSummary, snaps: list[Snapshot], inventory: Inventory, capabilities: dict[str, Any],
           advice: Advice, checked_errors: list[str], policy: dict[str, Any] | None,
-          policy_path: str | None) -> dict[str, Any]:
+          policy_path: str | None, balancing_now: int | None = None) -> dict[str, Any]:
     apply = (f"llamas policy apply {policy_path}" if policy_path
              else "save `policy` to a file, then: llamas policy apply FILE")
     top = [p for p in window.processes[:12] if p.pages_by_node]
@@ -60,6 +60,7 @@ def build(window: WindowSummary, snaps: list[Snapshot], inventory: Inventory, ca
         "inventory": json.loads(inventory.model_dump_json(by_alias=True)),
         "findings": findings(window, inventory, policy),
         "policy": policy,
+        "kernel_alternative": kernel_alternative(inventory, policy, balancing_now),
         "policy_valid": not checked_errors and policy is not None,
         "policy_errors": checked_errors,
         "apply_command": apply if policy and not checked_errors else None,
@@ -217,6 +218,13 @@ def to_markdown(report: dict[str, Any]) -> str:
             lines.append(f"- pid {p['pid']} `{_md(p['comm'])}`: hot MiB by node {_by_node_mib(p['hot_bytes_by_node'])}, "
                          f"cold MiB by node {_by_node_mib(p['cold_bytes_by_node'])}")
     lines += ["", "## Recommended policy", ""]
+    kernel = report.get("kernel_alternative")
+    if kernel and kernel["enough"]:
+        lines += [f"**Recommended: `sysctl kernel.numa_balancing={kernel['setting']}`, no rules.** "
+                  f"{_md(kernel['say'])[0].upper()}{_md(kernel['say'])[1:]}. The policy below is what llamas "
+                  "would do instead, if those are needed.", ""]
+    elif kernel and kernel["say"]:
+        lines += [f"{_md(kernel['say'])[0].upper()}{_md(kernel['say'])[1:]}.", ""]
     if report["policy"] is None:
         lines.append("The advisor recommends no change.")
     else:
@@ -404,6 +412,13 @@ def to_html(report: dict[str, Any]) -> str:
                  if markdown_free["apply_command"] else "")
         policy_body = (f"<p>{state}.</p><pre>{_e(json.dumps(markdown_free['policy'], indent=2))}</pre>{apply}"
                        + (f"<ul>{errors}</ul>" if errors else ""))
+    kernel = markdown_free.get("kernel_alternative")
+    if kernel and kernel["enough"]:
+        policy_body = (f"<p><strong>Recommended: <code>sysctl kernel.numa_balancing={kernel['setting']}</code>, "
+                       f"no rules.</strong> {_e(kernel['say'])}. The policy below is what llamas would do "
+                       "instead, if those are needed.</p>" + policy_body)
+    elif kernel and kernel["say"]:
+        policy_body = f"<p>{_e(kernel['say'])}.</p>" + policy_body
     advisor = markdown_free["advisor"]
     usage = advisor["usage"]
     explained = "".join(f"<li><code>{_e(k)}</code>: {_e(v)}</li>" for k, v in advisor["explanations"].items())

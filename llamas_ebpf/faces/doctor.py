@@ -38,4 +38,15 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"build    {build['seconds']} s; one BPF object for: {together}")
     if build["note"]:
         lines.append(f"         {safe(build['note'])}")
+    placed = report.get("placement")
+    if placed:
+        lines.append("placement back ends:")
+        for name, what in placed["back_ends"].items():
+            lines.append(f"  {name:<23} {what}")
+        if placed["generation"] is not None:
+            lines.append(f"  generation {placed['generation']}, pages moved by rule:"
+                         + ("" if placed["served_by"] else " none yet"))
+        for rule, by in sorted(placed["served_by"].items()):
+            moved = ", ".join(f"{safe(backend)} {pages:,}" for backend, pages in sorted(by.items()))
+            lines.append(f"  {safe(rule):<23} {moved}")
     return "\n".join(lines)

@@ -38,7 +38,8 @@ def history(entries: list[dict[str, Any]]) -> str:
             continue
         flush()
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["time"]))
-        detail = entry.get("diff") or entry.get("validation") or entry.get("outcome")
+        detail = (entry.get("diff") or entry.get("validation") or entry.get("served_by")
+                  or entry.get("outcome"))
         if entry.get("asked_because"):
             detail = f"{detail} (asked: {'; '.join(entry['asked_because'])})"
         generation = entry.get("generation", "-")

@@ -1,4 +1,5 @@
-"""Page placement syscalls (move_pages(2)) and where a process's pages are (/proc/PID/numa_maps)."""
+"""Page placement syscalls (move_pages(2), migrate_pages(2)) and where a process's pages are
+(/proc/PID/numa_maps)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import re
 from pathlib import Path
 
 _SYS_MOVE_PAGES = {"x86_64": 279, "aarch64": 239}
+_SYS_MIGRATE_PAGES = {"x86_64": 256, "aarch64": 238}
+_SYS_CAPGET, _SYS_CAPSET = {"x86_64": (125, 126), "aarch64": (90, 91)}[platform.machine()]
+_CAP_V3 = 0x20080522
+CAP_SYS_NICE = 23
 MPOL_MF_MOVE = 1 << 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _NODE_PAGES = re.compile(r"\bN(\d+)=(\d+)")
@@ -87,3 +92,62 @@ def madvise_cold(pid: int, ranges: list[tuple[int, int]]) -> int:
     finally:
         os.close(fd)
     return done
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def _capset_effective(drop: int | None, restore: tuple[_CapData, _CapData] | None = None
+                      ) -> tuple[_CapData, _CapData]:
+    """This thread's capability sets; with `drop`, that capability taken out of the effective
+    set (it stays permitted, so it can come back); with `restore`, those sets put back."""
+    header = _CapHeader(_CAP_V3, 0)
+    data = (_CapData * 2)()
+    _libc.syscall.restype = ctypes.c_long
+    if _libc.syscall(_SYS_CAPGET, ctypes.byref(header), data) < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capget: {os.strerror(err)}")
+    saved = (_CapData(data[0].effective, data[0].permitted, data[0].inheritable),
+             _CapData(data[1].effective, data[1].permitted, data[1].inheritable))
+    if restore is not None:
+        data[0], data[1] = restore
+    elif drop is not None:
+        data[drop // 32].effective &= ~(1 << (drop % 32)) & 0xFFFFFFFF
+    header = _CapHeader(_CAP_V3, 0)
+    if _libc.syscall(_SYS_CAPSET, ctypes.byref(header), data) < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset: {os.strerror(err)}")
+    return saved
+
+
+def migrate_pages(pid: int, from_nodes: set[int], to_node: int) -> int:
+    """migrate_pages(2): every page of the process on `from_nodes` to `to_node`, in one call, as
+    numactl's `migratepages` does. Only the pages the process alone maps move: CAP_SYS_NICE,
+    which would make the kernel move shared ones too (libc's, a segment shared with another
+    process: their placement for every process that maps them), is out of this thread's
+    effective set for the call. Returns how many pages could not be moved; raises OSError when
+    the call fails (ESRCH: the process exited)."""
+    width = max([*from_nodes, to_node]) + 1
+    words = (width + 63) // 64
+    old = (ctypes.c_ulong * words)()
+    new = (ctypes.c_ulong * words)()
+    for node in from_nodes:
+        old[node // 64] |= 1 << (node % 64)
+    new[to_node // 64] |= 1 << (to_node % 64)
+    saved = _capset_effective(CAP_SYS_NICE)
+    try:
+        _libc.syscall.restype = ctypes.c_long
+        rc = _libc.syscall(_SYS_MIGRATE_PAGES[platform.machine()], ctypes.c_int(pid),
+                           ctypes.c_ulong(words * 64), old, new)
+        err = ctypes.get_errno() if rc < 0 else 0
+    finally:
+        _capset_effective(None, restore=saved)
+    if rc < 0:
+        raise OSError(err, f"migrate_pages(pid {pid}): {os.strerror(err)}")
+    return int(rc)

@@ -26,6 +26,9 @@ def test_audit_markdown_and_json_carry_the_misplaced_process(env, misplaced, tmp
     rule = next(r for r in report["policy"]["rules"] if r["name"] == finding["rule"])
     assert rule["match"] == {"pid": misplaced.pid} and rule["cpu"] == {"nodes": [1]}
     assert report["policy_valid"] and os.sched_getaffinity(misplaced.pid) == {0}  # recommended, not applied
+    # threads to their memory, on a host with no device-specific need: the kernel would do it
+    kernel = report["kernel_alternative"]
+    assert kernel["enough"] and kernel["setting"] == 3 and kernel["now"] == 0, kernel
     access = report["charts"]["access"]  # DAMON vaddr in this guest: per process, with a heatmap
     assert access["method"] == "damon-vaddr", access
     assert any(p["pid"] == misplaced.pid and p["cells"] for p in access["processes"]), access

@@ -51,3 +51,27 @@ def test_the_busy_threshold_is_one_threshold(events):
     rules = _advise(_input(window, inventory))["rules"]
     found = [f for f in findings(window, inventory, None) if f["kind"] == "remote-memory"]
     assert bool(rules) == bool(found) == (events >= BUSY_EVENTS)
+
+
+MEMORY_RULE = {"rules": [{"name": "a", "match": {"comm": "x"}, "memory": {"home_node": 0, "demote_node": 2}}]}
+
+
+def test_the_audit_says_when_the_kernels_own_balancing_would_do(tmp_path):
+    """Tiered memory with nothing device-specific: numa_balancing=2 does what a home/demote rule
+    does, and the audit says so (3: the lab's tiered host has two nodes of CPUs too); two
+    sockets: 1. A write-slow pmem node, a GPU rule, or no rule
+    at all: not enough, or nothing to say, with the reason."""
+    from llamas_ebpf.advise.findings import kernel_alternative
+
+    tiered = kernel_alternative(discover(FIXTURES / "sysfs/lab-tiered"), MEMORY_RULE, 0)
+    # the lab's tiered host has two nodes of CPUs and a slow tier: both bits
+    assert tiered["enough"] and tiered["setting"] == 3 and "kernel.numa_balancing=3 (now 0)" in tiered["say"]
+    sockets = kernel_alternative(discover(FIXTURES / "sysfs/lab-2socket"), MEMORY_RULE, None)
+    assert sockets["enough"] and sockets["setting"] == 1
+    pmem = kernel_alternative(_pmem_inventory(tmp_path), MEMORY_RULE, 2)
+    assert not pmem["enough"] and any("node 2 writes slowly" in need for need in pmem["needs"])
+    assert any("wears with writes" in need for need in pmem["needs"]) and "not enough" in pmem["say"]
+    gpu = {"rules": [{"name": "g", "match": {"comm": "x"}, "gpu": {"device": 0}}]}
+    assert not kernel_alternative(discover(FIXTURES / "sysfs/lab-tiered"), gpu, 0)["enough"]
+    nothing = kernel_alternative(discover(FIXTURES / "sysfs/lab-tiered"), {"rules": []}, 0)
+    assert not nothing["enough"] and nothing["say"] == ""
