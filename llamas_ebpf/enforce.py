@@ -247,13 +247,18 @@ class Enforcer:
         threads = self.affinity.rollback(only=released)
         pages = self.pages.restore(only=released)
         for tgid in released:
-            self.rule_of.pop(tgid, None)
-            self.queue.pop(tgid, None)
-            self.cold.forget(tgid)
-            self.by_heat.discard(tgid)
-            self.awaiting.pop(tgid, None)
-            self.judged_at.pop(tgid, None)
+            self._drop(tgid)
         return released, threads, pages
+
+    def _drop(self, tgid: int) -> None:
+        """Everything this enforcer remembers of one process (not its journals)."""
+        self.rule_of.pop(tgid, None)
+        self.queue.pop(tgid, None)
+        self.cold.forget(tgid)
+        self.by_heat.discard(tgid)
+        self.awaiting.pop(tgid, None)
+        self.judged_at.pop(tgid, None)
+        self.whole.discard(tgid)
 
     def apply_raw(self, raw: bytes, advisor: str, source: str) -> Applied:
         """Validate a document as written (JSON bytes) and put it in force; a refusal is logged
@@ -462,13 +467,7 @@ class Enforcer:
         tracked = set(self.rule_of) | set(self.queue) | set(self.judged_at) | set(self.awaiting)
         gone |= dead | {tgid for tgid in tracked if not procfs.alive(tgid)}
         for tgid in gone:
-            self.rule_of.pop(tgid, None)
-            self.queue.pop(tgid, None)
-            self.cold.forget(tgid)
-            self.by_heat.discard(tgid)
-            self.awaiting.pop(tgid, None)
-            self.judged_at.pop(tgid, None)
-            self.whole.discard(tgid)
+            self._drop(tgid)
         return len(gone)
 
     def sweep(self) -> int:

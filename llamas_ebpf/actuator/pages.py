@@ -11,7 +11,6 @@ from __future__ import annotations
 import bisect
 import errno
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 from llamas_ebpf.failpoints import failpoint
 from llamas_ebpf.kernel import mempolicy
 from llamas_ebpf.metrics import MOVE_HOT_SHARE, WRITE_HEAVY
-from llamas_ebpf.policy.lock import write_atomically
+from llamas_ebpf.policy.lock import append_line, write_atomically
 from llamas_ebpf.snapshot import AccessRegion
 
 PAGE = 4096
@@ -70,17 +69,7 @@ class PageJournal:
         self.damaged = 0  # lines the last read skipped
 
     def record(self, pid: int, moves: list[tuple[int, int]]) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "ab+") as out:
-            # a torn last line (a writer killed mid-line) is fenced off, as in the audit log
-            torn = False
-            if out.seek(0, os.SEEK_END) > 0:
-                out.seek(-1, os.SEEK_END)
-                torn = out.read(1) != b"\n"
-            out.write((b"\n" if torn else b"") + json.dumps({"pid": pid, "pages": moves}).encode() + b"\n")
-            out.flush()
-            os.fsync(out.fileno())
+        append_line(self.path, json.dumps({"pid": pid, "pages": moves}).encode())
 
     def _lines(self) -> list[tuple[str, dict[str, Any] | None]]:
         """Each line, with what it reads as (None: torn by a writer that died, or damaged)."""
@@ -152,16 +141,22 @@ class PageMover:
             self.batch = next_batch(self.batch, len(addresses), elapsed)
         return status
 
-    def move(self, pid: int, addresses: list[int], node: int, budget: TokenBucket) -> MoveResult:
-        """Move the resident ones of `addresses` to `node`, as far as the budgets allow now."""
-        result = MoveResult()
+    def _where(self, pid: int, addresses: list[int], result: MoveResult) -> list[int] | None:
+        """The node each page is on now; None, with result.gone, when the process has exited."""
         try:
-            where = self._call(pid, addresses, None)
+            return self._call(pid, addresses, None)
         except OSError as exc:
             if exc.errno == errno.ESRCH:
                 result.gone = True
-                return result
+                return None
             raise
+
+    def move(self, pid: int, addresses: list[int], node: int, budget: TokenBucket) -> MoveResult:
+        """Move the resident ones of `addresses` to `node`, as far as the budgets allow now."""
+        result = MoveResult()
+        where = self._where(pid, addresses, result)
+        if where is None:
+            return result
         todo: list[tuple[int, int]] = []  # (address, the node it is on)
         for address, on in zip(addresses, where, strict=True):
             if on < 0:
@@ -204,13 +199,9 @@ class PageMover:
         is first, and those not on `node` journalled before the call, as move() does."""
         result = MoveResult()
         addresses = [a for start, end in mapped_regions(pid) for a in pages_of(start, end)]
-        try:
-            where = self._call(pid, addresses, None)
-        except OSError as exc:
-            if exc.errno == errno.ESRCH:
-                result.gone = True
-                return result
-            raise
+        where = self._where(pid, addresses, result)
+        if where is None:
+            return result
         todo = [(a, on) for a, on in zip(addresses, where, strict=True) if on >= 0 and on != node]
         result.asked = sum(on >= 0 for on in where)
         result.already = result.asked - len(todo)

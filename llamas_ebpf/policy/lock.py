@@ -156,3 +156,19 @@ def read_sealed(path: Path) -> Any:
     if sealed.get("sha256") != _sum(sealed.get("data")):
         raise CorruptState(f"{path}: its checksum does not match what it holds")
     return sealed["data"]
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """One fsynced line at the end of a JSON-lines file (0600). A torn last line (a writer that
+    died mid-write) is fenced off with a newline first, so it stays one bad line instead of
+    swallowing this one."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "ab+") as out:
+        torn = False
+        if out.seek(0, os.SEEK_END) > 0:
+            out.seek(-1, os.SEEK_END)
+            torn = out.read(1) != b"\n"
+        out.write((b"\n" if torn else b"") + line + b"\n")
+        out.flush()
+        os.fsync(out.fileno())

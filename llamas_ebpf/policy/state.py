@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llamas_ebpf.policy.document import PolicyDocument
-from llamas_ebpf.policy.lock import CorruptState, read_sealed, write_sealed
+from llamas_ebpf.policy.lock import CorruptState, append_line, read_sealed, write_sealed
 
 
 def digest(raw: bytes) -> str:
@@ -100,19 +99,9 @@ class AuditLog:
         self.torn = 0
 
     def append(self, event: str, **fields: object) -> dict[str, Any]:
-        """One fsynced line. A torn last line (a writer that died mid-write) is fenced off with a
-        newline first, so it stays one bad line instead of swallowing this record."""
+        """One fsynced line, a torn last line fenced off first (lock.append_line)."""
         entry = {"time": time.time(), "event": event, **fields}
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "ab+") as out:
-            torn = False
-            if out.seek(0, os.SEEK_END) > 0:
-                out.seek(-1, os.SEEK_END)
-                torn = out.read(1) != b"\n"
-            out.write((b"\n" if torn else b"") + json.dumps(entry, sort_keys=True).encode() + b"\n")
-            out.flush()
-            os.fsync(out.fileno())
+        append_line(self.path, json.dumps(entry, sort_keys=True).encode())
         return entry
 
     def entries(self) -> list[dict[str, Any]]:
