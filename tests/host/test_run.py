@@ -252,11 +252,12 @@ def test_timeouts_degrade_to_the_heuristic_when_configured(claude_env, busy):
     assert decision["advisor"] == "heuristic" and decision["usage"]["model"]
 
 
-def test_the_llm_is_asked_on_change_not_every_window(claude_env):
+def test_the_llm_is_asked_on_change_not_every_window(claude_env, toucher_binary, tmp_path):
     """A daemon deciding every second asks the model on its first decision and then only when
     something changed materially, each call logged with what made it; the other windows are
-    skipped decisions, each logged with the reason and a running count. The operator can ask
-    (`llamas run --decide-now`, SIGUSR1 to the daemon holding the state directory)."""
+    skipped decisions, each logged with the reason and a running count. A new busy process is
+    such a change: a call names it. The operator can ask (`llamas run --decide-now`, SIGUSR1 to
+    the daemon holding the state directory)."""
     values, _config, with_server = claude_env
     with MessagesServer([("tool", _doc())] * 20) as server:
         env = {**os.environ, **with_server(server)}
@@ -270,11 +271,21 @@ def test_the_llm_is_asked_on_change_not_every_window(claude_env):
         def operator_asked() -> bool:
             return any((e.get("asked_because") or [""])[0].startswith("the operator") for e in decisions())
 
+        newcomer = None
         try:
             deadline = time.monotonic() + 90
             while sum(e.get("outcome") == "skipped" for e in decisions()) < 3:
                 assert daemon.poll() is None and time.monotonic() < deadline, decisions()
                 time.sleep(0.2)
+            # a new busy process: the next call names it, within a window or two
+            binary = tmp_path / "lt-newcomer"
+            shutil.copy(toucher_binary, binary)
+            newcomer = Toucher(binary)
+            with faulting(newcomer, 64, 0.02, mode="churn"):
+                while not any(f"new busy process {newcomer.pid}" in r for e in decisions()
+                              for r in e.get("asked_because") or []):
+                    assert time.monotonic() < deadline, decisions()
+                    time.sleep(0.2)
             asked = llamas("run", "--decide-now", env=values)
             assert asked.returncode == 0 and f"pid {daemon.pid}" in asked.stdout, asked.stderr
             while not operator_asked():
@@ -283,6 +294,8 @@ def test_the_llm_is_asked_on_change_not_every_window(claude_env):
         finally:
             daemon.terminate()
             daemon.wait(timeout=60)
+            if newcomer is not None:
+                newcomer.close()
     log = decisions()
     calls = [e for e in log if e.get("asked_because")]
     skipped = [e for e in log if e.get("outcome") == "skipped"]

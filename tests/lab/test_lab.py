@@ -2,10 +2,11 @@
 
 `tiered` boots four times (the topology, telemetry, move_pages, fentry, doctor and policy; then
 `run --once` and claude with the auto-revert; then access by DAMON, audit and a kill -9
-mid-migration; then placement by heat), `pmem` once (its topology and written ranges),
-`2socket` once (its topology and the steady-state reader). The boots run two at a time: under
-TCG a guest runs in one host thread (llamas_ebpf/lab.py says why), so on a 2-core machine two
-boots side by side take little longer than one. LLAMAS_LAB_PARALLEL sets how many (1 runs them one after another).
+mid-migration; then placement by heat), `pmem` once (its topology, written ranges, and a
+written range brought off the write-slow node), `2socket` once (its topology and the
+steady-state reader). The boots run two at a time: under TCG a guest runs in one host thread
+(llamas_ebpf/lab.py says why), so on a 2-core machine two boots side by side take little longer
+than one. LLAMAS_LAB_PARALLEL sets how many (1 runs them one after another).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ SUITES = [
     ("tiered-access", "tiered", ["tests/guest/test_access_lab.py", "tests/guest/test_audit_lab.py",
                                  "tests/guest/test_crash_lab.py"]),
     ("tiered-place", "tiered", ["tests/guest/test_place_lab.py"]),
-    ("pmem", "pmem", ["tests/guest/test_topology.py", "tests/guest/test_written_lab.py"]),
+    ("pmem", "pmem", ["tests/guest/test_topology.py", "tests/guest/test_written_lab.py",
+                      "tests/guest/test_write_slow_lab.py"]),
     ("2socket", "2socket", ["tests/guest/test_topology.py", "tests/guest/test_steady_lab.py"]),
 ]
 BOOT_TIMEOUT_S = 600
