@@ -222,8 +222,10 @@ class PageMover:
         self.calls += 1
         self.seconds += time.monotonic() - started
         self.whole_calls += 1
-        # what the kernel could not move (shared, pinned, busy) is counted, not found page by page
-        result.moved = max(len(todo) - left, 0)
+        # counted page by page: the call's figure leaves out pages it skipped (mapped by another
+        # process too), which did not move either
+        after = self._where(pid, [a for a, _ in todo], result) if left >= 0 else None
+        result.moved = sum(on == node for on in after) if after is not None else 0
         result.failed = len(todo) - result.moved
         budget.take(result.moved * PAGE)
         self.host_budget.take(result.moved * PAGE)
