@@ -115,7 +115,9 @@ class HeuristicAdvisor:
         for p in given.window.processes:
             if len(rules) >= given.guard.max_rules:
                 break
-            if p.pid in taken or p.comm in comms or p.pid in reverted:
+            # a denylisted name is never matched (a recording judged elsewhere has no live pid
+            # for the guardrails to check: its processes are matched by comm)
+            if p.pid in taken or p.comm in comms or p.pid in reverted or p.comm in given.guard.denied_comms:
                 continue
             if not p.busy and p.gpu_calls < BUSY_GPU_CALLS:
                 continue

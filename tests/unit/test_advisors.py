@@ -303,3 +303,16 @@ def test_a_material_change_is_what_asks_the_llm_again():
                      *({**skip, "time": 2.0 + i} for i in range(5))]).splitlines()
     assert len(lines) == 2 and "(asked: first decision)" in lines[0]
     assert "skipped  5 decisions" in lines[1] and "inputs unchanged" in lines[1]
+
+
+def test_a_denylisted_name_gets_no_rule_when_rules_go_by_name(tmp_path):
+    """A recording audited on another host matches its processes by comm: a busy `llamas` (the
+    audit itself, in the recording) or any denylisted name gets no rule, which validation would
+    refuse, taking the whole recommendation with it."""
+    window = _pmem_window()
+    writer = next(p for p in window.processes if p.comm == "lt-writer")
+    writer.comm = "llamas"
+    advice = HeuristicAdvisor(touchable=lambda pid: True, alive=lambda pid: False,
+                              match_by="comm").advise(_input(window, _pmem_inventory(tmp_path)))
+    matched = [r["match"] for r in json.loads(advice.raw)["rules"]]
+    assert matched and {"comm": "llamas"} not in matched, matched
