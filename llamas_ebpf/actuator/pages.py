@@ -61,6 +61,9 @@ class MoveResult:
     deferred: int = 0  # left for later: out of budget
 
 
+MAX_RUN = 1 << 24  # pages in one journalled run, at most (64 GiB): a larger figure is damage
+
+
 class PageJournal:
     """Pages moved, with the node each came from: JSON lines, fsynced per batch."""
 
@@ -69,7 +72,16 @@ class PageJournal:
         self.damaged = 0  # lines the last read skipped
 
     def record(self, pid: int, moves: list[tuple[int, int]]) -> None:
-        append_line(self.path, json.dumps({"pid": pid, "pages": moves}).encode())
+        """One line for a batch: runs of consecutive pages that came from one node, as
+        [first address, pages, node] (a whole-process move of 20,000 pages is a few runs)."""
+        runs: list[list[int]] = []
+        for address, node in moves:
+            last = runs[-1] if runs else None
+            if last is not None and last[2] == node and address == last[0] + last[1] * PAGE:
+                last[1] += 1
+            else:
+                runs.append([address, 1, node])
+        append_line(self.path, json.dumps({"pid": pid, "runs": runs}, separators=(",", ":")).encode())
 
     def _lines(self) -> list[tuple[str, dict[str, Any] | None]]:
         """Each line, with what it reads as (None: torn by a writer that died, or damaged)."""
@@ -81,7 +93,13 @@ class PageJournal:
                 continue
             try:
                 entry = json.loads(line)
-                moves = [(int(address), int(node)) for address, node in entry["pages"]]
+                if "runs" in entry:
+                    runs = [(int(first), int(count), int(node)) for first, count, node in entry["runs"]]
+                    if any(not 0 < count <= MAX_RUN for _first, count, _node in runs):
+                        raise ValueError("a run out of bounds")  # damaged: not expanded
+                    moves = [(first + i * PAGE, node) for first, count, node in runs for i in range(count)]
+                else:  # a journal written before runs: a pair per page
+                    moves = [(int(address), int(node)) for address, node in entry["pages"]]
                 out.append((line, {"pid": int(entry["pid"]), "pages": moves}))
             except (ValueError, KeyError, TypeError, RecursionError):
                 out.append((line, None))

@@ -33,3 +33,17 @@ def test_a_torn_page_journal_line_is_skipped_counted_and_fenced(tmp_path):
     assert journal.entries() == {10: {4096: 1, 8192: 1}, 12: {4096: 0}} and journal.damaged == 1
     journal.forget({10})
     assert journal.entries() == {12: {4096: 0}} and journal.damaged == 1
+
+
+def test_the_page_journal_writes_runs_and_refuses_a_run_out_of_bounds(tmp_path):
+    from llamas_ebpf.actuator.pages import PageJournal
+
+    path = tmp_path / "pages.jsonl"
+    journal = PageJournal(path)
+    moves = [(0x10000000 + i * 4096, 1) for i in range(20000)] + [(0x20000000, 2)]
+    journal.record(7, moves)
+    assert len(path.read_bytes()) < 100  # two runs, not 20,001 pairs
+    assert journal.entries() == {7: dict(moves)}
+    with path.open("a") as out:
+        out.write('{"pid": 8, "runs": [[4096, 1000000000000, 0]]}\n')
+    assert set(journal.entries()) == {7} and journal.damaged == 1
