@@ -272,6 +272,9 @@ class Controller:
             advice.rationale = f"fallback after: {first.unavailable}. {advice.rationale}"
         entry = self._act(advice, window, given, time.perf_counter() - started,
                           asked_because=reasons or None)
+        if self.asked_facts is asked and asked is not None:
+            # the policy the answer put in force is the one the next window compares against
+            self.asked_facts = {**asked, "policy": change.policy_digest(self.enforcer.state.document)}
         event = entry.get("event")
         self.activity.decided("applied" if event == "apply" else "refused" if event == "refused"
                               else str(entry.get("outcome")), advice)

@@ -64,8 +64,14 @@ def facts(window: WindowSummary, inventory: Inventory, current: PolicyDocument |
         "processes": {str(p.pid): _process(p) for p in busy},
         "active": sorted(str(p.pid) for p in window.processes if p.pid not in exclude and _active(p)),
         "inventory": _digest(inventory.model_dump(mode="json", exclude={"host"})),
-        "policy": _digest(current.model_dump(by_alias=True, exclude_none=True)) if current else None,
+        "policy": policy_digest(current),
     }
+
+
+def policy_digest(current: PolicyDocument | None) -> str | None:
+    """The policy in force, as the facts hold it: what the advisor's own answer put in force is
+    no change for the next window."""
+    return _digest(current.model_dump(by_alias=True, exclude_none=True)) if current else None
 
 
 def digest(known: Facts) -> str:

@@ -50,6 +50,17 @@ def _run(values: dict, *args: str):
     return llamas("run", "--once", "--decide-every", "1", "--devices", str(DEVICES), *args, env=values)
 
 
+def _decision(values: dict) -> dict:
+    return [e for e in _audit(values) if e["event"] in ("decision", "apply", "refused")][-1]
+
+
+def _no_key_anywhere(values: dict, result) -> None:
+    """The API key is never printed, logged or stored."""
+    state = Path(values["LLAMAS_STATE_DIR"])
+    stored = "".join(p.read_text(errors="replace") for p in state.iterdir() if p.is_file())
+    assert "sk-test" not in result.stdout + result.stderr + stored
+
+
 def test_claude_tool_use_is_applied_and_logged(claude_env, busy):
     values, _config, with_server = claude_env
     with MessagesServer([("tool", _doc(_pin(busy.pid), rationale="pin the busy one"))]) as server:
@@ -136,6 +147,7 @@ def test_a_garbled_answer_is_a_logged_counted_decision(claude_env, busy, body):
     decision = [e for e in _audit(values) if e["event"] == "decision"][-1]
     assert decision["outcome"] == "unavailable" and decision["usage"]["calls"] >= 1  # in the hourly budget
     assert json.loads(llamas("policy", "show", "--json", env=values).stdout)["in_force"] is False
+    _no_key_anywhere(values, result)
 
 
 def test_a_server_that_never_answers_ends_within_the_deadline(claude_env, busy):
@@ -151,17 +163,7 @@ def test_a_server_that_never_answers_ends_within_the_deadline(claude_env, busy):
     decision = [e for e in _audit(values) if e["event"] == "decision"][-1]
     assert decision["decide_s"] < 3 + 2.0, decision["decide_s"]
     assert took < 60
-
-
-def _decision(values: dict) -> dict:
-    return [e for e in _audit(values) if e["event"] in ("decision", "apply", "refused")][-1]
-
-
-def _no_key_anywhere(values: dict, result) -> None:
-    """The API key is never printed, logged or stored."""
-    state = Path(values["LLAMAS_STATE_DIR"])
-    stored = "".join(p.read_text(errors="replace") for p in state.iterdir() if p.is_file())
-    assert "sk-test" not in result.stdout + result.stderr + stored
+    _no_key_anywhere(values, result)
 
 
 def test_rate_limits_are_waited_out_within_the_deadline(claude_env, busy):
