@@ -3,14 +3,16 @@
 Usage (root): .venv/bin/python benchmarks/fault_storm.py [--rounds 15] [--threads 4] [--mib 256] [--passes 4]
                                                      [--floor]
 
-Each round runs the storm three ways, back to back: bare; with every probe attached and BPF
-run-time statistics off (what `llamas observe --no-bpf-stats` costs); and with statistics on
-(BPF_ENABLE_STATS, as bpftop reads them), which gives the ns per event. Reports medians.
+The probes are compiled and loaded once. Each round runs the storm with their tracepoint programs
+detached (bare) and attached (probed), in turn, in ABBA order so that a drift of the machine falls
+on both arms alike; the slowdown is the median of the rounds' probed/bare ratios. Building the
+probes anew for each arm, as this benchmark first did, left seconds of compile between arms, in
+which this guest hands freed memory back to its host (fault_storm.c says why that matters).
 
-The run time BPF statistics report includes their own two clock reads per run, which are slow
-in a VM, so the cost the storm really pays per event is given as well: the median extra wall time
-with the probes attached (statistics off) over the events the programs ran (counted in the
-statistics arm, which does the same work), times the threads that fault at once.
+A second sensor with BPF run-time statistics on (BPF_ENABLE_STATS, as bpftop reads them) gives
+the ns per event of each program. Those include the statistics' own two clock reads per run,
+slow in a VM: `--floor` measures them on empty programs, and the dispatch alone (the two hooks
+with programs that do nothing), the same way, attached and detached in turn.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ import os
 import statistics
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from llamas_ebpf.kernel import bpfsys
 from llamas_ebpf.sense import Sensor
 
 HERE = Path(__file__).resolve().parent
@@ -49,18 +54,64 @@ RAW_TRACEPOINT_PROBE(mm_page_alloc) { return 0; }
 """
 
 
-def floor_slowdown(binary: Path, args: argparse.Namespace) -> float:
-    """What the storm pays for the dispatch alone: bare against two empty raw-tracepoint programs
-    (the hooks faults.c and numa_alloc.c sit on), alternating, medians."""
+class Hooks:
+    """The raw tracepoint programs of loaded BCC objects, detached and attached again without a
+    rebuild. Programs on other hooks stay attached: those of the probes (sched, damon, dma_fence
+    tracepoints; numa_hint's kfunc) do not run in a storm of faults with NUMA balancing off."""
+
+    def __init__(self, objects: list[Any]):
+        self.attached = [(bpf, tp) for bpf in objects for tp in bpf.raw_tracepoint_fds]
+        self.names = {tp for _, tp in self.attached}
+
+    def detach(self) -> None:
+        for bpf, tp in self.attached:
+            bpf.detach_raw_tracepoint(tp=tp)
+
+    def attach(self) -> None:
+        for bpf, tp in self.attached:
+            bpf.attach_raw_tracepoint(tp=tp, fn_name=b"raw_tracepoint__" + tp)
+
+
+def paired(hooks: Hooks, run: Callable[[], float], rounds: int) -> tuple[list[float], list[float]]:
+    """(bare, attached) seconds, ABBA: bare first in even rounds, attached first in odd ones."""
+    bare, attached = [], []
+    for index in range(rounds):
+        order = ("bare", "on") if index % 2 == 0 else ("on", "bare")
+        for arm in order:
+            if arm == "bare":
+                hooks.detach()
+                bare.append(run())
+                hooks.attach()
+            else:
+                attached.append(run())
+    return bare, attached
+
+
+def ratio_pct(bare: list[float], attached: list[float]) -> float:
+    """The median of the rounds' attached/bare ratios, as a slowdown in percent."""
+    return round(100 * (statistics.median(a / b for a, b in zip(attached, bare, strict=True)) - 1), 2)
+
+
+def floor(binary: Path, args: argparse.Namespace) -> dict[str, float]:
+    """The dispatch alone (two empty raw-tracepoint programs on the hooks faults.c and numa_alloc.c
+    use), and the run time BPF statistics give those empty programs: their own clock reads."""
     from bcc import BPF
 
-    bare, empty = [], []
-    for _ in range(args.rounds):
-        bare.append(storm(binary, args.threads, args.mib, args.passes))
-        programs = BPF(text=_FLOOR)
-        empty.append(storm(binary, args.threads, args.mib, args.passes))
+    programs = BPF(text=_FLOOR)
+    hooks = Hooks([programs])
+    bare, empty = paired(hooks, lambda: storm(binary, args.threads, args.mib, args.passes), args.rounds)
+    stats_fd = bpfsys.enable_stats()
+    try:
+        before = [bpfsys.prog_stats(fn.fd) for fn in programs.funcs.values()]
+        storm(binary, args.threads, args.mib, args.passes)
+        after = [bpfsys.prog_stats(fn.fd) for fn in programs.funcs.values()]
+    finally:
+        os.close(stats_fd)
         programs.cleanup()
-    return round(100 * (statistics.median(empty) / statistics.median(bare) - 1), 2)
+    runs = sum(a.run_cnt - b.run_cnt for a, b in zip(after, before, strict=True))
+    run_ns = sum(a.run_time_ns - b.run_time_ns for a, b in zip(after, before, strict=True))
+    return {"slowdown_two_empty_programs_pct": ratio_pct(bare, empty),
+            "bpf_stats_ns_per_event_of_an_empty_program": round(run_ns / runs, 1) if runs else 0.0}
 
 
 def migrate_ns_per_event(count: int) -> float | None:
@@ -87,56 +138,65 @@ def main() -> None:
     args = parser.parse_args()
     binary = build()
     storm(binary, args.threads, 64)  # warm up the binary and the page allocator
-    bare, probed, with_stats = [], [], []
-    events = run_ns = lost = 0
-    for _ in range(args.rounds):
-        bare.append(storm(binary, args.threads, args.mib, args.passes))
-        with Sensor(bpf_stats=False) as sensor:
-            sensor.collect()
-            probed.append(storm(binary, args.threads, args.mib, args.passes))
-            snap = sensor.collect()
-            lost += sum(p.map_full + p.drops for p in snap.probes.values())
-        with Sensor(bpf_stats=True) as sensor:
-            sensor.collect()
-            elapsed = storm(binary, args.threads, args.mib, args.passes)
-            with_stats.append(elapsed)
+
+    def run() -> float:
+        return storm(binary, args.threads, args.mib, args.passes)
+
+    lost = estimated = 0
+    with Sensor(bpf_stats=False) as sensor:
+        sensor.collect()
+        hooks = Hooks(list({id(p.bpf): p.bpf for p in sensor.probes if p.bpf is not None}.values()))
+        if not {b"page_fault_user", b"mm_page_alloc"} <= hooks.names:
+            raise SystemExit(f"the storm's hooks are not raw tracepoints here: {sorted(hooks.names)}")
+        bare, probed = paired(hooks, run, args.rounds)
+        snap = sensor.collect()
+        lost += sum(p.map_full + p.drops for p in snap.probes.values())
+        estimated = sum(getattr(p, "estimated", 0) for p in snap.probes.values())  # 0 before sampling
+        sampled = {n: p.sample_every for n, p in snap.probes.items() if getattr(p, "sample_every", None)}
+    stats_rounds = max(3, args.rounds // 3)
+    events = run_ns = 0
+    with_stats = []
+    per_probe: dict[str, list[float]] = {}
+    with Sensor(bpf_stats=True) as sensor:
+        sensor.collect()
+        for _ in range(stats_rounds):
+            with_stats.append(run())
             snap = sensor.collect()
             events += sum(p.events or 0 for p in snap.probes.values())
             run_ns += sum(p.run_time_ns or 0 for p in snap.probes.values())
             lost += sum(p.map_full + p.drops for p in snap.probes.values())
-            per_probe = {
-                n: round((p.run_time_ns or 0) / p.events, 1) for n, p in snap.probes.items() if p.events
-            }
+            for n, p in snap.probes.items():
+                if p.events and p.run_time_ns is not None:
+                    per_probe.setdefault(n, []).append(p.run_time_ns / p.events)
     faults = args.threads * args.mib * 256 * args.passes
     multi_cpu = len(os.sched_getaffinity(0)) > 1
 
-    def slowdown(runs: list[float]) -> float:
-        return round(100 * (statistics.median(runs) / statistics.median(bare) - 1), 2)
-
     # the programs also ran in the untimed first pass: the timed passes' share of the events
-    per_run = events / args.rounds * args.passes / (args.passes + 1) if args.rounds else 0
-    extra_s = statistics.median(probed) - statistics.median(bare)
+    per_run = events / stats_rounds * args.passes / (args.passes + 1) if stats_rounds else 0
+    extra_s = statistics.median(p - b for p, b in zip(probed, bare, strict=True))
     parallel = min(args.threads, os.cpu_count() or 1)
-    result = {
+    result: dict[str, object] = {
         "faults_per_run": faults,
         "bare_s_median": round(statistics.median(bare), 4),
         "probed_s_median": round(statistics.median(probed), 4),
+        "slowdown_pct": ratio_pct(bare, probed),
+        "slowdown_pct_of_medians": round(100 * (statistics.median(probed) / statistics.median(bare) - 1), 2),
         "probed_with_stats_s_median": round(statistics.median(with_stats), 4),
-        "slowdown_pct": slowdown(probed),
-        "slowdown_with_stats_pct": slowdown(with_stats),
         "bpf_ns_per_event": round(run_ns / events, 1) if events else None,
-        "bpf_ns_per_event_by_probe_last_round": per_probe,
-        "bpf_events_per_s": round(events / sum(with_stats)),
-        "events_per_run": round(per_run),
+        "bpf_ns_per_event_by_probe_median": {n: round(statistics.median(v), 1) for n, v in per_probe.items()},
+        "bpf_events_per_run": round(per_run),
         # wall time is shared by the threads faulting at once: CPU time per event is that many times more
         "storm_ns_per_event_from_slowdown": round(extra_s * 1e9 * parallel / per_run, 1) if per_run else None,
+        "events_estimated_by_sample": estimated,
+        "sample_every": sampled,
         "bare_s_all": [round(b, 4) for b in bare],
         "probed_s_all": [round(p, 4) for p in probed],
         "lost_events": lost,
         "rounds": args.rounds,
         "cpu_migrate_ns_per_event_in_a_migration_storm": migrate_ns_per_event(200_000) if multi_cpu else None,
-        "slowdown_two_empty_programs_pct": floor_slowdown(binary, args) if args.floor else None,
     }
+    if args.floor:
+        result.update(floor(binary, args))
     print(json.dumps(result, indent=2))
 
 

@@ -18,6 +18,8 @@
 #define LLAMAS_DAMON_TARGETS 64   /* kdamond target slots mapped to pids (damon_access.c) */
 #define LLAMAS_DAMON_REGIONS 16384 /* DAMON regions held between two reads, all targets */
 #define LLAMAS_CACHE_SLOTS 16     /* per-CPU first-level counter slots in front of a per-process map */
+#define LLAMAS_EXACT_PER_TICK 64  /* events a CPU counts one by one in a jiffy (LLAMAS_SAMPLED) ... */
+#define LLAMAS_SAMPLE_EVERY 16    /* ... and past that, 1 in this many, each standing for this many */
 
 /* <probe>_health[] slots, one per-CPU array per probe */
 #define HEALTH_PROC_INSERTS 0     /* new keys put in the per-process map */
@@ -46,11 +48,28 @@ static __always_inline int llamas_node_slot(int node)
  *     counters to add to. A key counts in its slot (key % slots) while no other key takes it, and
  *     is added into the map when one does: the hot path is an array lookup, not a hash lookup.
  *     Python reads the map, then the slots, and adds the two.
+ *   LLAMAS_SAMPLED(probe);  the per-CPU array `<probe>_rate` and `<probe>_weight()`, what the
+ *     event about to be counted stands for: 1 for the first LLAMAS_EXACT_PER_TICK events a CPU
+ *     sees in a jiffy; past that (a storm), LLAMAS_SAMPLE_EVERY for 1 event in LLAMAS_SAMPLE_EVERY
+ *     and 0 for the others, which the program then skips. Which one counts is drawn at random
+ *     each jiffy, so the estimate is unbiased (a fixed one would be off by half a sample a jiffy,
+ *     always the same way). A count is exact below that rate and off by less than
+ *     LLAMAS_SAMPLE_EVERY per CPU per jiffy above it. `estimated` counts the
+ *     events past the exact ones; the snapshot reports it (ProbeHealth.estimated). The clock is
+ *     jiffies: bpf_jiffies64() reads a variable, where bpf_ktime_get_ns() reads the clock source
+ *     (slow in a VM) and the coarse clock is not allowed in tracing programs.
  *
  * The sensor compiles the probes' sources as one text into one BPF object
  * (llamas_ebpf/probes/bundle.py), so every map, helper and program name is unique across the
  * sources here. Sources that are alternatives for one probe (numa_hint_fentry.c and
  * numa_hint_sched.c) may share names. */
+
+struct sample_rate {
+    u64 tick;                     /* the jiffy the events below were counted in */
+    u64 events;                   /* events this CPU saw in it */
+    u64 estimated;                /* events ever counted by sample rather than one by one */
+    u64 phase;                    /* which 1 in LLAMAS_SAMPLE_EVERY counts, drawn each jiffy */
+};
 
 struct fault_counts {
     u64 user_read;

@@ -15,6 +15,9 @@
  * paid for this probe. A kernel that keeps the node elsewhere (NODE_NOT_IN_PAGE_FLAGS) fails
  * the build here and gets the classic tracepoint.
  *
+ * Counts are exact until a CPU allocates more than LLAMAS_EXACT_PER_TICK times in a jiffy, and
+ * sampled past that (LLAMAS_SAMPLED, bpf/llamas.h).
+ *
  * Otherwise, a classic tracepoint: args->pfn, mapped to its node through `node_ranges`, which
  * user space fills from sysfs memory blocks.
  */
@@ -23,6 +26,7 @@
 BPF_TABLE("lru_percpu_hash", u32, struct alloc_counts, proc_allocs, LLAMAS_MAX_PROCS);
 BPF_PERCPU_ARRAY(alloc_matrix, u64, LLAMAS_MAX_NODES * LLAMAS_MAX_NODES);
 LLAMAS_HEALTH(numa_alloc);
+LLAMAS_SAMPLED(numa_alloc);
 
 LLAMAS_LOOKUP_OR_INIT(proc_allocs, u32, struct alloc_counts, numa_alloc, PROC);
 LLAMAS_CACHED(proc_allocs, struct alloc_counts);
@@ -57,6 +61,9 @@ RAW_TRACEPOINT_PROBE(mm_page_alloc)
     struct page *page = (struct page *)ctx->args[0];
     if (!page)
         return 0;  /* the allocation failed */
+    u64 weight = numa_alloc_weight();
+    if (weight == 0)
+        return 0;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     if (tgid == 0)
         return 0;
@@ -65,7 +72,7 @@ RAW_TRACEPOINT_PROBE(mm_page_alloc)
         numa_alloc_health_inc(HEALTH_DROPS);
         return 0;
     }
-    count_pages(tgid, (flags >> NODES_PGSHIFT) & NODES_MASK, 1ULL << (ctx->args[1] & 31));
+    count_pages(tgid, (flags >> NODES_PGSHIFT) & NODES_MASK, weight << (ctx->args[1] & 31));
     return 0;
 }
 #else
@@ -91,6 +98,9 @@ TRACEPOINT_PROBE(kmem, mm_page_alloc)
 {
     if (args->pfn == (unsigned long)-1)
         return 0;
+    u64 weight = numa_alloc_weight();
+    if (weight == 0)
+        return 0;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     if (tgid == 0)
         return 0;
@@ -103,7 +113,7 @@ TRACEPOINT_PROBE(kmem, mm_page_alloc)
         numa_alloc_health_inc(HEALTH_DROPS);
         return 0;
     }
-    count_pages(tgid, mem_node, 1ULL << args->order);
+    count_pages(tgid, mem_node, weight << args->order);
     return 0;
 }
 #endif

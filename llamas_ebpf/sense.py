@@ -215,7 +215,7 @@ class Sensor:
         out = SnapshotBuilder()
         probe_health: dict[str, ProbeHealth] = {}
         for probe in self.probes:
-            map_full, drops = probe.collect_with_health(out)
+            map_full, drops, estimated = probe.collect_with_health(out)
             count, run_ns = prog_stats(probe.program_fds())
             prev_count, prev_ns = self._prog_prev.get(probe.name, (0, 0))
             self._prog_prev[probe.name] = (count, run_ns)
@@ -226,6 +226,8 @@ class Sensor:
                 run_time_ns=run_ns - prev_ns if stats_on else None,
                 map_full=map_full,
                 drops=drops,
+                estimated=estimated,
+                sample_every=probe.sample_every,
             )
         for name, health in self.health.items():
             probe_health.setdefault(name, health)

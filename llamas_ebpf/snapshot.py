@@ -201,6 +201,10 @@ class ProbeHealth:
     run_time_ns: int | None = None
     map_full: int = 0  # entries lost to a full map (LRU evictions and failed inserts)
     drops: int = 0  # events that could not be counted for any other reason
+    # events counted by sample, not one by one: past LLAMAS_EXACT_PER_TICK a jiffy on a CPU, 1 in
+    # `sample_every` counts for `sample_every` (bpf/llamas.h, LLAMAS_SAMPLED)
+    estimated: int = 0
+    sample_every: int | None = None  # None: the probe counts every event
 
 
 @dataclass(slots=True, kw_only=True)

@@ -44,6 +44,7 @@ class Exporter(Collector):
         self.probe_events: dict[tuple[str, ...], float] = {}  # (probe, method) -> runs
         self.probe_drops: dict[tuple[str, ...], float] = {}
         self.probe_map_full: dict[tuple[str, ...], float] = {}
+        self.probe_estimated: dict[tuple[str, ...], float] = {}
         self.probe_seconds: dict[tuple[str, ...], float] = {}
 
     def observe(self, snap: Snapshot) -> None:
@@ -62,6 +63,8 @@ class Exporter(Collector):
                 key = (name, h.method or "none")
                 self.probe_drops[key] = self.probe_drops.get(key, 0) + h.drops
                 self.probe_map_full[key] = self.probe_map_full.get(key, 0) + h.map_full
+                if h.sample_every is not None:
+                    self.probe_estimated[key] = self.probe_estimated.get(key, 0) + h.estimated
                 if h.events is not None:
                     self.probe_events[key] = self.probe_events.get(key, 0) + h.events
                 if h.run_time_ns is not None:
@@ -107,6 +110,9 @@ class Exporter(Collector):
                             self.probe_drops)
         yield self._counter("llamas_probe_map_full", "Entries lost to a full map.", ["probe", "method"],
                             self.probe_map_full)
+        yield self._counter("llamas_probe_estimated_events", "Events counted by sample (1 in the probe's "
+                            "sample rate, past its exact rate per CPU), not one by one.", ["probe", "method"],
+                            self.probe_estimated)
         yield self._counter("llamas_probe_bpf_seconds", "Time spent in the probe's BPF programs.",
                             ["probe", "method"], self.probe_seconds)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from llamas_ebpf.faces.text import mib, safe
+from llamas_ebpf.faces.text import human, mib, safe
 from llamas_ebpf.snapshot import Snapshot
 
 HEADER = (
@@ -44,6 +44,13 @@ def access_lines(snap: Snapshot) -> list[str]:
     return lines
 
 
+def estimated_note(snap: Snapshot) -> str:
+    """Which probes counted part of the interval by sample (a storm), and how much."""
+    parts = [f"{name} {human(h.estimated)} of its events 1 in {h.sample_every}"
+             for name, h in snap.probes.items() if h.estimated and h.sample_every]
+    return f"  estimated: {'; '.join(parts)}" if parts else ""
+
+
 def _opt(value: int | None) -> str:
     return "-" if value is None else str(value)
 
@@ -57,7 +64,7 @@ def render(snap: Snapshot, top: int | None) -> str:
     cost = f"  bpf events/s {rate:.0f}  {run_ns / events:.0f} ns/event" if stats and events else ""
     lines = [
         f"{time.strftime('%H:%M:%S', time.localtime(snap.time))}  interval {snap.interval_s:.2f}s{cost}  "
-        f"lost {lost}",
+        f"lost {lost}{estimated_note(snap)}",
         *access_lines(snap),
         HEADER,
     ]

@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llamas_ebpf import metrics
+from llamas_ebpf.faces.observe import estimated_note
 from llamas_ebpf.faces.text import human, safe
 from llamas_ebpf.snapshot import ProcessSample, Snapshot
 
@@ -204,7 +205,7 @@ def header(snap: Snapshot, ctx: Context, state: TopState) -> Text:
     else:
         cost = "BPF cost: stats off (--bpf-stats)"
     text.append(f"events {human(events / seconds) if events else human(faults / seconds)}/s  {cost}  "
-                f"drops {drops}", style="red" if drops else "")
+                f"drops {drops}{estimated_note(snap)}", style="red" if drops else "")
     return text
 
 

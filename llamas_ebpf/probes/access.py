@@ -530,13 +530,13 @@ class AccessProbe(Probe):
         self.written[pid] = state
         return state
 
-    def collect_with_health(self, out: SnapshotBuilder) -> tuple[int, int]:
+    def collect_with_health(self, out: SnapshotBuilder) -> tuple[int, int, int]:
         before = self._health()
         self.collect(out)
         full, drops = before
         prev_full, prev_drops = self._health_prev
         self._health_prev = before
-        return max(full - prev_full, 0), max(drops - prev_drops, 0)
+        return max(full - prev_full, 0), max(drops - prev_drops, 0), 0
 
     def _health(self) -> tuple[int, int]:
         table = self.bpf[self.health_map]

@@ -35,6 +35,7 @@ HEALTH_SLOTS = _H["HEALTH_SLOTS"]
 HEALTH_PROC_INSERTS, HEALTH_PROC_FULL = _H["HEALTH_PROC_INSERTS"], _H["HEALTH_PROC_FULL"]
 HEALTH_REGION_INSERTS, HEALTH_REGION_FULL = _H["HEALTH_REGION_INSERTS"], _H["HEALTH_REGION_FULL"]
 HEALTH_DROPS = _H["HEALTH_DROPS"]
+SAMPLE_EVERY = _H["LLAMAS_SAMPLE_EVERY"]
 
 
 @dataclass(frozen=True)
@@ -136,16 +137,19 @@ class Probe(ABC):
     def health_map(self) -> str:
         return f"{self.name}_health"
 
-    def per_process(self, table: str, regions: str | None = None, cached: bool = False) -> CounterMap:
+    def per_process(self, table: str, regions: str | None = None, cached: bool = False,
+                    sampled: bool = False) -> CounterMap:
         """The probe's per-process counter map (keys lead with the tgid or tid), and its health
         counted against it: map-full events and LRU evictions (and those of its per-region map).
-        `cached`: the source puts LLAMAS_CACHED slots in front of the map (bpf/llamas.h)."""
+        `cached`: the source puts LLAMAS_CACHED slots in front of the map; `sampled`: it counts
+        through LLAMAS_SAMPLED, whose estimated events the health reports (bpf/llamas.h)."""
         cache = self.bpf[f"{table}_cache"] if cached else None
         proc_map = CounterMap(self.bpf[table], owner=lambda k: k[0], cache=cache)
         maps = {HEALTH_PROC_INSERTS: proc_map}
         if regions is not None:
             maps[HEALTH_REGION_INSERTS] = CounterMap(self.bpf[regions], owner=lambda k: k[0])
-        self.health_counters = HealthCounters(self.bpf[self.health_map], maps)
+        rate = self.bpf[f"{self.name}_rate"] if sampled else None
+        self.health_counters = HealthCounters(self.bpf[self.health_map], maps, rate=rate)
         return proc_map
 
     def attach(self, caps: Capabilities, tried: str = "") -> ProbeHealth:
@@ -200,8 +204,8 @@ class Probe(ABC):
     def collect(self, out: SnapshotBuilder) -> None:
         """Add what changed since the last call to `out`."""
 
-    def collect_with_health(self, out: SnapshotBuilder) -> tuple[int, int]:
-        """collect(), and the (map_full, drops) of the interval.
+    def collect_with_health(self, out: SnapshotBuilder) -> tuple[int, int, int]:
+        """collect(), and the (map_full, drops, estimated) of the interval.
 
         The health totals are read before the maps: an insert that lands between the two
         reads is then in the map but not yet in the insert count, never the other way round,
@@ -210,7 +214,13 @@ class Probe(ABC):
         counters = self.health_counters
         totals = counters.totals() if counters is not None else None
         self.collect(out)
-        return counters.read(totals) if counters is not None and totals is not None else (0, 0)
+        return counters.read(totals) if counters is not None and totals is not None else (0, 0, 0)
+
+    @property
+    def sample_every(self) -> int | None:
+        """1 in how many events counts in a storm, where the probe samples (LLAMAS_SAMPLED)."""
+        counters = self.health_counters
+        return SAMPLE_EVERY if counters is not None and counters.rate is not None else None
 
     def program_fds(self) -> list[int]:
         if self.bpf is None:
@@ -254,13 +264,24 @@ def _captured_stderr() -> Iterator[Callable[[], str]]:
             os.close(saved)
 
 
-_DIRECTIVE = re.compile(r"^LLAMAS_(HEALTH|LOOKUP_OR_INIT|CACHED)\((.*)\);\s*$")
+_DIRECTIVE = re.compile(r"^LLAMAS_(HEALTH|LOOKUP_OR_INIT|CACHED|SAMPLED)\((.*)\);\s*$")
 
 
 def _health(probe: str) -> str:
     return (f"BPF_PERCPU_ARRAY({probe}_health, u64, HEALTH_SLOTS); "
             f"static __always_inline void {probe}_health_inc(int slot) "
             f"{{ u64 *v = {probe}_health.lookup(&slot); if (v) (*v)++; }}")
+
+
+def _sampled(probe: str) -> str:
+    return (f"BPF_PERCPU_ARRAY({probe}_rate, struct sample_rate, 1); "
+            f"static __always_inline u64 {probe}_weight(void) "
+            f"{{ u32 zero = 0; struct sample_rate *r = {probe}_rate.lookup(&zero); if (!r) return 1; "
+            f"u64 now = bpf_jiffies64(); if (r->tick != now) {{ r->tick = now; r->events = 0; "
+            f"r->phase = bpf_get_prandom_u32() % LLAMAS_SAMPLE_EVERY; }} "
+            f"if (++r->events <= LLAMAS_EXACT_PER_TICK) return 1; r->estimated++; "
+            f"return (r->events - LLAMAS_EXACT_PER_TICK) % LLAMAS_SAMPLE_EVERY == r->phase "
+            f"? LLAMAS_SAMPLE_EVERY : 0; }}")
 
 
 def _lookup_or_init(table: str, key: str, value: str, probe: str, kind: str) -> str:
@@ -289,9 +310,9 @@ def _cached(table: str, value: str) -> str:
 
 
 def expand_source(text: str) -> str:
-    """A bpf/*.c text with its LLAMAS_HEALTH, LLAMAS_LOOKUP_OR_INIT and LLAMAS_CACHED lines written out
-    (bpf/llamas.h says why they are not C macros), each on its own line, so clang's line numbers
-    stay those of the file."""
+    """A bpf/*.c text with its LLAMAS_HEALTH, LLAMAS_LOOKUP_OR_INIT, LLAMAS_CACHED and LLAMAS_SAMPLED
+    lines written out (bpf/llamas.h says why they are not C macros), each on its own line, so
+    clang's line numbers stay those of the file."""
     lines = text.split("\n")
     for number, line in enumerate(lines):
         match = _DIRECTIVE.match(line)
@@ -304,6 +325,8 @@ def expand_source(text: str) -> str:
             lines[number] = _lookup_or_init(*args)
         elif match.group(1) == "CACHED" and len(args) == 2:
             lines[number] = _cached(*args)
+        elif match.group(1) == "SAMPLED" and len(args) == 1:
+            lines[number] = _sampled(args[0])
         else:
             raise ValueError(f"line {number + 1}: {line.strip()}: wrong number of arguments")
     return "\n".join(lines)
@@ -536,24 +559,30 @@ class CounterMap:
 class HealthCounters:
     """The per-program `health` array: map-full and drop deltas per interval."""
 
-    def __init__(self, table: Any, maps: dict[int, CounterMap]):
+    def __init__(self, table: Any, maps: dict[int, CounterMap], rate: Any = None):
         self.table = table
         self.maps = maps  # inserts slot -> the map whose evictions that slot measures
+        self.rate = rate  # the LLAMAS_SAMPLED `<probe>_rate` array, where the probe samples
         self._prev_lost = 0
         self._prev_drops = 0
+        self._prev_estimated = 0
 
     def totals(self) -> list[int]:
         return [sum(self.table[ctypes.c_int(slot)]) for slot in range(HEALTH_SLOTS)]
 
-    def read(self, totals: list[int]) -> tuple[int, int]:
-        """Deltas, given totals read before the maps were."""
+    def read(self, totals: list[int]) -> tuple[int, int, int]:
+        """Deltas (map_full, drops, estimated), given totals read before the maps were."""
         lost = totals[HEALTH_PROC_FULL] + totals[HEALTH_REGION_FULL]
         for inserts_slot, counter_map in self.maps.items():
             evicted = totals[inserts_slot] - counter_map.live - counter_map.deleted_total
             lost += max(evicted, 0)
         drops = totals[HEALTH_DROPS]
-        result = (max(lost - self._prev_lost, 0), max(drops - self._prev_drops, 0))
-        self._prev_lost, self._prev_drops = lost, drops
+        estimated = self._prev_estimated
+        if self.rate is not None:
+            estimated = sum(cpu.estimated for cpu in self.rate[ctypes.c_int(0)])
+        result = (max(lost - self._prev_lost, 0), max(drops - self._prev_drops, 0),
+                  max(estimated - self._prev_estimated, 0))
+        self._prev_lost, self._prev_drops, self._prev_estimated = lost, drops, estimated
         return result
 
 

@@ -46,7 +46,8 @@ class FaultsProbe(Probe):
             for cgid in self.options.cgroup_ids:
                 self.bpf["watched_cgroups"][ctypes.c_uint64(cgid)] = one
         self.proc_map = self.per_process(
-            "proc_faults", regions="regions" if self.options.filtered else None, cached=True
+            "proc_faults", regions="regions" if self.options.filtered else None, cached=True,
+            sampled=True,
         )
         self.node_map = CounterMap(self.bpf["node_faults"], owner=None)
         assert self.health_counters is not None

@@ -43,7 +43,7 @@ class NumaAllocProbe(Probe):
             for index, pfn_range in enumerate(self.options.pfn_ranges):
                 leaf = table.Leaf(pfn_range.start, pfn_range.end, pfn_range.node, 1)
                 table[ctypes.c_int(index)] = leaf
-        self.proc_map = self.per_process("proc_allocs", cached=True)
+        self.proc_map = self.per_process("proc_allocs", cached=True, sampled=True)
         self.matrix_map = CounterMap(self.bpf["alloc_matrix"], owner=None)
 
     def collect(self, out: SnapshotBuilder) -> None:

@@ -30,9 +30,10 @@ def test_remote_allocation_attributed_to_node1(sensor, spawn):
     child.touch("write", PAGES)
     sample = sensor.collect().process(child.pid)
     assert sample is not None
-    assert PAGES <= sample.numa.alloc_remote <= PAGES * 1.05 + 50, sample.numa
+    # 4,000 faults in a burst: past the exact rate, so estimated (bpf/llamas.h), within 3%
+    assert 0.97 * PAGES <= sample.numa.alloc_remote <= PAGES * 1.05 + 50, sample.numa
     assert sample.numa.alloc_local <= 0.05 * PAGES
-    assert sample.numa.alloc_pages_by_node.get(1, 0) >= PAGES
+    assert sample.numa.alloc_pages_by_node.get(1, 0) >= 0.97 * PAGES
     assert mempolicy.pages_per_node(child.pid).get(1, 0) >= PAGES
 
 

@@ -10,7 +10,8 @@
  * test runs with a bounded footprint (churn mappings are not among those "spin" reads); "exit"
  * ends; "spinhalf SECONDS" re-reads the second half of the last mapping only; "mix SECONDS"
  * writes every page of the second-last mapping and reads every page of the last, over and over;
- * each then prints "done". Each mapping is
+ * each then prints "done"; "pacedwrite N" writes N new pages like "write", one every 200 us,
+ * slower than the rate past which the probes sample (bpf/llamas.h). Each mapping is
  * followed by a PROT_NONE guard page, so mappings stay apart as the kernel's VMAs. */
 #define _GNU_SOURCE
 #include <time.h>
@@ -86,8 +87,12 @@ int main(void)
             return 3;
         madvise(area, count * page, MADV_NOHUGEPAGE);
         int churn = strcmp(command, "churn") == 0;
-        int write = churn || strcmp(command, "write") == 0;
+        int paced = strcmp(command, "pacedwrite") == 0;
+        int write = churn || paced || strcmp(command, "write") == 0;
+        struct timespec pause = {0, 200000};
         for (long i = 0; i < count; i++) {
+            if (paced)
+                nanosleep(&pause, NULL);
             if (write)
                 ((volatile char *)area)[i * page] = 1;
             else

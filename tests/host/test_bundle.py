@@ -33,7 +33,7 @@ def test_probes_share_one_object_and_each_keeps_its_programs(toucher):
         toucher.touch("write", PAGES)
         snap = sensor.collect()
     sample = snap.process(toucher.pid)
-    assert sample is not None and sample.faults.write >= PAGES
+    assert sample is not None and sample.faults.write >= 0.98 * PAGES  # estimated past a rate (llamas.h)
     # each probe's run count is its own programs': the fault and allocation programs ran once
     # per page at least; page migrations and GPU fences are rare here (all the object's programs
     # together ran more than twice per page)
@@ -62,5 +62,5 @@ def test_a_source_that_does_not_compile_costs_only_its_own_probe(tmp_path, touch
         toucher.touch("write", PAGES)
         snap = sensor.collect()
     sample = snap.process(toucher.pid)
-    assert sample is not None and sample.faults.write >= PAGES
-    assert sample.numa.alloc_local >= PAGES
+    assert sample is not None and sample.faults.write >= 0.98 * PAGES  # estimated past a rate (llamas.h)
+    assert sample.numa.alloc_local >= 0.98 * PAGES

@@ -42,6 +42,28 @@ def test_user_faults_match_minflt(sensor, toucher):
     assert sample.comm == "toucher"
 
 
+def test_a_storm_is_counted_by_sample_and_says_so(sensor, toucher):
+    """100,000 faults as fast as one thread takes them: far past the exact rate on its CPU, so
+    the counts are estimates, and the snapshot says so; they still agree with the kernel's."""
+    sample, minflt, _, snap = _bracket(sensor, toucher, "write", 5 * PAGES)
+    faults, allocs = snap.probes["faults"], snap.probes["numa_alloc"]
+    assert faults.sample_every == 16 and allocs.sample_every == 16
+    assert faults.estimated > 0.5 * minflt and allocs.estimated > 0.5 * minflt, (faults, allocs)
+    assert abs(sample.faults.user - minflt) <= 0.02 * minflt, (sample.faults, minflt)
+    assert abs(sample.numa.alloc_local - 5 * PAGES) <= 0.03 * 5 * PAGES, sample.numa
+
+
+def test_a_slow_process_is_counted_one_by_one(sensor, toucher):
+    """One fault every 200 us or more is below the rate the probes sample at: every fault of
+    the process counts, none is estimated (a fault of another process on that CPU in the same
+    jiffy can tip it over, hence 0.5% and not equality)."""
+    toucher.touch("write", 1)  # the child has started: its start-up faults are done
+    sample, minflt, _, snap = _bracket(sensor, toucher, "pacedwrite", 2000)
+    assert minflt >= 2000
+    assert abs(sample.faults.user - minflt) <= max(2, 0.005 * minflt), (sample.faults, minflt)
+    assert snap.probes["faults"].estimated < 0.05 * minflt, snap.probes["faults"]
+
+
 def test_write_touch_is_write_faults(sensor, toucher):
     sample, _, _, _ = _bracket(sensor, toucher, "write", PAGES)
     assert sample.faults.write >= 0.98 * PAGES

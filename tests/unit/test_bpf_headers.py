@@ -64,6 +64,10 @@ def test_helpers_expand_on_their_own_line():
     assert len(lines) == 4 and lines[0] == "a" and lines[3] == "b"
     assert "BPF_PERCPU_ARRAY(faults_health, u64, HEALTH_SLOTS)" in lines[1]
     assert "struct v *m_get(u32 *key)" in lines[2] and "HEALTH_REGION_INSERTS : HEALTH_REGION_FULL" in lines[2]
+    sampled = expand_source("LLAMAS_SAMPLED(faults);")
+    assert "BPF_PERCPU_ARRAY(faults_rate, struct sample_rate, 1)" in sampled
+    assert "u64 faults_weight(void)" in sampled and "bpf_jiffies64()" in sampled
+    assert bpf_headers.layout("llamas.h", "sample_rate", BPF).format == "<QQQQ"
     with pytest.raises(ValueError, match="PROC nor REGION"):
         expand_source("LLAMAS_LOOKUP_OR_INIT(m, u32, struct v, faults, OTHER);")
     with pytest.raises(ValueError, match="arguments"):
