@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from llamas_ebpf.kernel import mounts
 from llamas_ebpf.lab import TOPOLOGIES, Topology
-from tests.helpers.children import Toucher, build_helper, faulting
+from tests.helpers.children import Toucher, build_helper, faulting, wait_for_line
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +74,30 @@ def misplaced(toucher_binary, tmp_path):
     with faulting(child, 64, 0.05, mode="churn"):
         yield child
     child.close()
+
+
+@contextlib.contextmanager
+def heuristic_daemon(env: dict[str, str], config_dir: Path, decide_every: int = 5) -> Iterator[list[str]]:
+    """`llamas run --advisor heuristic` with this repository's devices/ and the test itself denied
+    (its own idle memory is not what is judged), ready ("deciding every") when the block starts,
+    and stopped with SIGTERM (its rollback) after. Yields the lines it has said so far, to show in
+    an assertion."""
+    (config_dir / "config.toml").write_text(f"[guardrails]\ndeny_pids = [{os.getpid()}]\n")
+    daemon = subprocess.Popen(["llamas", "run", "--advisor", "heuristic", "--decide-every", str(decide_every),
+                               "--devices", str(ROOT / "devices")], env=env, stderr=subprocess.PIPE, text=True)
+    said: list[str] = []
+    try:
+        assert daemon.stderr is not None
+        assert wait_for_line(daemon.stderr, "deciding every", 500, said), said
+        yield said
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=120)
+
+
+def applied_rules(env: dict[str, str], pid: int | None = None) -> list[tuple[dict, str]]:
+    """(rule, its explanation) for every rule of every apply in the audit log, in order; with a
+    pid, only the rules that match that process by pid."""
+    log = [json.loads(line) for line in (Path(env["LLAMAS_STATE_DIR"]) / "audit.jsonl").read_text().splitlines()]
+    return [(r, e["explanations"].get(r["name"], "")) for e in log if e["event"] == "apply"
+            for r in e["document"]["rules"] if pid is None or r["match"] == {"pid": pid}]

@@ -5,9 +5,6 @@ leaves most of the cold ones on node2, the slow tier."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +13,7 @@ import pytest
 
 from llamas_ebpf.kernel import mempolicy, procfs
 from tests.guest.access import contender
-from tests.helpers.children import wait_for_line
+from tests.guest.conftest import applied_rules, heuristic_daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 HOT = COLD = 8192  # pages: 32 MiB each, twice MIN_GAIN_BYTES
@@ -49,15 +46,7 @@ def hotcold(tmp_path):
 
 def test_hot_pages_come_home_and_cold_ones_stay_on_the_slow_tier(env, hotcold, tmp_path):
     child, hot, cold = hotcold
-    # the test's own idle memory is not what is judged here
-    (tmp_path / "config.toml").write_text(f"[guardrails]\ndeny_pids = [{os.getpid()}]\n")
-    daemon = subprocess.Popen(["llamas", "run", "--advisor", "heuristic", "--decide-every", "5",
-                               "--devices", str(ROOT / "devices")],
-                              env=env, stderr=subprocess.PIPE, text=True)
-    said: list[str] = []
-    try:
-        assert daemon.stderr is not None
-        assert wait_for_line(daemon.stderr, "deciding every", 500, said), said
+    with heuristic_daemon(env, tmp_path) as said:
         migrated_before = procfs.vmstat()["pgmigrate_success"]
         assert child.stdin is not None
         child.stdin.write("go\n")
@@ -75,13 +64,7 @@ def test_hot_pages_come_home_and_cold_ones_stay_on_the_slow_tier(env, hotcold, t
         cold_on_slow = cold_nodes.count(2) / COLD
         moved_up = [i for i, node in enumerate(cold_nodes) if node != 2]
         where = (moved_up[0], moved_up[-1]) if moved_up else None  # which part of the cold range
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=120)
-    log = [json.loads(line) for line in (Path(env["LLAMAS_STATE_DIR"]) / "audit.jsonl").read_text().splitlines()]
-    applied = [e for e in log if e["event"] == "apply"]
-    rules = [(r, e["explanations"].get(r["name"], "")) for e in applied for r in e["document"]["rules"]
-             if r["match"] == {"pid": child.pid}]
+    rules = applied_rules(env, child.pid)
     assert home >= 0.9, (home, took, rules, said[-5:])
     assert rules and "hot memory" in rules[0][1], rules
     # most cold pages were never brought up. Not all: DAMON's regions are its resolution, and the

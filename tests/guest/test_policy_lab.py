@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from llamas_ebpf.actuator.pages import PageJournal, PageMover, TokenBucket
 from llamas_ebpf.kernel import mempolicy
 from tests.guest.conftest import set_numa_balancing
 from tests.helpers.children import Toucher, wait_for_line
@@ -106,3 +107,27 @@ def test_demote_node_moves_cold_mappings_to_node2(topology, toucher_binary, tmp_
     # the clean stop rolled back: the demoted pages are home again, as before the policy
     assert _nodes_of(child.pid, cold, pages).count(0) >= 0.95 * pages
     child.close()
+
+
+def test_whole_process_move_counts_every_page_and_rolls_back(topology, spawn, tmp_path):
+    """The whole-process back end (one migrate_pages call) on a process whose pages are on node1:
+    what it says it moved is what numa_maps shows moved, every page is journalled first, and
+    restoring puts them back."""
+    assert topology.name == "tiered"
+    set_numa_balancing(0)
+    child = spawn("--cpunodebind=0", "--preferred=1")
+    child.touch("write", PAGES)
+    before = mempolicy.pages_per_node(child.pid)
+    assert before.get(1, 0) >= PAGES, before
+    mover = PageMover(TokenBucket(1e9), PageJournal(tmp_path / "pages.jsonl"))
+    result = mover.move_process(child.pid, 0, TokenBucket(1e9))
+    after = mempolicy.pages_per_node(child.pid)
+    assert result is not None and mover.whole_calls == 1
+    assert after.get(1, 0) < 0.02 * before[1], after  # shared pages may stay: few on node1
+    moved_by_numa_maps = before[1] - after.get(1, 0)
+    assert abs(result.moved - moved_by_numa_maps) <= 0.01 * moved_by_numa_maps + 4, (result, before, after)
+    journalled = mover.journal.entries()[child.pid]
+    assert sum(1 for node in journalled.values() if node == 1) >= result.moved
+    assert result.moved + result.already >= PAGES and result.failed <= 0.02 * PAGES, result
+    assert mover.restore() >= 0.98 * result.moved
+    assert mempolicy.pages_per_node(child.pid).get(1, 0) >= 0.98 * before[1]

@@ -6,20 +6,15 @@ lives 2 s must get no rule (MIN_RULE_AGE_S)."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from llamas_ebpf.kernel import mempolicy, nodes
 from tests.guest.access import PAGES, SIZE, contender
-from tests.helpers.children import wait_for_line
+from tests.guest.conftest import applied_rules, heuristic_daemon
 
-ROOT = Path(__file__).resolve().parents[2]
 DECIDE_EVERY = 5
 WITHIN_S = 60.0  # the issue's target is one window plus 10 s (15 s): the figure is printed
 
@@ -42,13 +37,7 @@ def test_a_steady_reader_gets_a_rule_and_goes_local_and_a_2_s_process_gets_none(
     start = reader.touch("write", PAGES)
     reader.begin("spin 900")  # reads, never faults, for the whole test
     assert _local_share(reader.pid, start) < 0.05
-    (tmp_path / "config.toml").write_text(f"[guardrails]\ndeny_pids = [{os.getpid()}]\n")
-    daemon = subprocess.Popen(["llamas", "run", "--advisor", "heuristic", "--decide-every", str(DECIDE_EVERY),
-                               "--devices", str(ROOT / "devices")], env=env, stderr=subprocess.PIPE, text=True)
-    said: list[str] = []
-    try:
-        assert daemon.stderr is not None
-        assert wait_for_line(daemon.stderr, "deciding every", 500, said), said
+    with heuristic_daemon(env, tmp_path, DECIDE_EVERY) as said:
         ready = time.monotonic()
         # a misplaced process that lives 2 s: it faults 16 MiB in (busy: BUSY_HOT_BYTES, and
         # thousands of faults in an interval) and reads them until it is killed
@@ -70,11 +59,7 @@ def test_a_steady_reader_gets_a_rule_and_goes_local_and_a_2_s_process_gets_none(
                 break
             time.sleep(0.5)
         time.sleep(DECIDE_EVERY)  # one more window, in which the brief process could still get a rule
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=120)
-    log = [json.loads(line) for line in (Path(env["LLAMAS_STATE_DIR"]) / "audit.jsonl").read_text().splitlines()]
-    matched = [r["match"] for e in log if e["event"] == "apply" for r in e["document"]["rules"]]
+    matched = [rule["match"] for rule, _why in applied_rules(env)]
     print(f"steady reader: {share:.0%} local {took:.1f} s after the daemon was ready "
           f"(target {DECIDE_EVERY + 10} s); rules: {matched}")
     assert {"pid": reader.pid} in matched, (matched, said[-5:])

@@ -6,20 +6,14 @@ read range may stay there (printed, not asserted: reading from pmem is what it i
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from llamas_ebpf.kernel import mempolicy
 from tests.guest.access import PAGE, PAGES, contender
-from tests.helpers.children import wait_for_line
+from tests.guest.conftest import applied_rules, heuristic_daemon
 
-ROOT = Path(__file__).resolve().parents[2]
 WITHIN_S = 90.0
 
 __all__ = ["contender"]  # the fixture, for pytest to find
@@ -39,13 +33,7 @@ def test_a_written_range_comes_off_the_write_slow_node(topology, env, spawn, tmp
         mempolicy.move_pages(child.pid, [start + i * PAGE for i in range(PAGES)], [2] * PAGES)
         assert _nodes(child.pid, start).count(2) >= 0.95 * PAGES
     child.begin("mix 900")  # writes `written`, reads `read`, over and over
-    (tmp_path / "config.toml").write_text(f"[guardrails]\ndeny_pids = [{os.getpid()}]\n")
-    daemon = subprocess.Popen(["llamas", "run", "--advisor", "heuristic", "--decide-every", "5",
-                               "--devices", str(ROOT / "devices")], env=env, stderr=subprocess.PIPE, text=True)
-    said: list[str] = []
-    try:
-        assert daemon.stderr is not None
-        assert wait_for_line(daemon.stderr, "deciding every", 500, said), said
+    with heuristic_daemon(env, tmp_path) as said:
         started = time.monotonic()
         off = 0.0
         while time.monotonic() - started < WITHIN_S:
@@ -57,12 +45,7 @@ def test_a_written_range_comes_off_the_write_slow_node(topology, env, spawn, tmp
         time.sleep(10)  # and it stays off: nothing demotes it back
         written_on_pmem = _nodes(child.pid, written).count(2) / PAGES
         read_on_pmem = _nodes(child.pid, read).count(2) / PAGES
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=120)
-    log = [json.loads(line) for line in (Path(env["LLAMAS_STATE_DIR"]) / "audit.jsonl").read_text().splitlines()]
-    rules = [(r, e["explanations"].get(r["name"], "")) for e in log if e["event"] == "apply"
-             for r in e["document"]["rules"] if r["match"] == {"pid": child.pid}]
+    rules = applied_rules(env, child.pid)
     print(f"written range: {off:.0%} in DRAM after {took:.1f} s, {written_on_pmem:.0%} on pmem 10 s later; "
           f"read range {read_on_pmem:.0%} on pmem; rules {rules}")
     assert rules, said[-5:]

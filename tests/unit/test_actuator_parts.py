@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from llamas_ebpf.actuator.pages import TARGET_BATCH_S, TokenBucket, next_batch
+from llamas_ebpf.actuator.pages import PAGE, TARGET_BATCH_S, TokenBucket, next_batch, runs_off
 from llamas_ebpf.config import Guardrails
 from llamas_ebpf.policy.compile import classify, touchable
 from llamas_ebpf.policy.document import PolicyDocument
@@ -253,3 +253,14 @@ def test_journal_forgets_exited_processes_and_sets_a_damaged_file_aside(tmp_path
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_runs_off_finds_the_pages_to_move_per_mapping_and_skips_the_absent():
+    a, b = 0x10000000, 0x20000000
+    regions = [(a, a + 6 * PAGE), (b, b + 3 * PAGE)]
+    # mapping a: 2 on node 1, 1 absent (-ENOENT), 1 already home, 2 on node 2; mapping b: node 1
+    # runs on past a's last page, which must not join b's
+    where = [1, 1, -2, 0, 2, 1, 1, 1, 0]
+    assert runs_off(regions, where, 0) == [(a, 2, 1), (a + 4 * PAGE, 1, 2), (a + 5 * PAGE, 1, 1),
+                                          (b, 2, 1)]
+    assert runs_off(regions, [0] * 9, 0) == []

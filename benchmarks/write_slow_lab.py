@@ -1,0 +1,224 @@
+"""Write-slow memory, with DRAM short, against the kernel's NUMA balancing and tiering, in one run.
+Inside the `pmem` guest (node 0: DRAM and CPU 0; node 1: DRAM and CPU 1; node 2: no CPU, reads
+about as fast as DRAM and writes five times slower, devices/pmem.toml and the guest's HMAT), as
+root:
+
+    scripts/lab --topology pmem --timeout 1500 -- python benchmarks/write_slow_lab.py [--seconds 60]
+
+The workload (tests/helpers/toucher.c `mix`) runs on node 0's CPU and, over and over, writes
+every page of one 64 MiB range and reads every page of another; both start on node 2. A locked
+balloon (mlockall, bound to node 0) holds node 0's DRAM so that the two ranges together do not
+fit in what is left free there (--free-mib, 96 by default: one range and half the other). The
+harness and llamas run bound to node 1 (CPU and memory), so that their own memory does not
+take node 0's; the workload is started with --localalloc. A spinner shares node 0's CPU (under
+TCG a process alone on its CPU never walks its page tables again: tests/guest/access.py).
+
+Four arms, one after the other, each with a fresh workload placed on node 2 and running before
+its clock starts, for --seconds:
+  - none       numa_balancing=0: the floor;
+  - kernel-1   numa_balancing=1: hinting faults move pages towards the CPU that touches them;
+  - kernel-2   numa_balancing=2 and demotion_enabled=1: the kernel's memory tiering, promoting
+               hot pages from a lower tier and demoting cold ones (what a user of it sets);
+  - llamas     numa_balancing=0 and `llamas run --advisor heuristic --decide-every 5`; the clock
+               starts once it is ready (its BPF compile is reported apart).
+
+Reported per arm, from where the pages are at the end (move_pages' answer for every page) and
+the workload's own access pattern (each loop writes every page of the written range once and
+reads every page of the read range once, so every page of a range is touched equally often):
+  - writes_on_slow: the share of the written range's pages on node 2, that is the share of the
+    writes that land on the write-slow node (target for llamas: at most 5%, and below both
+    kernel arms);
+  - reads_from_dram: the share of the read range's pages on node 0 or 1;
+  - the seconds until 95% of the written range was in DRAM, and pages migrated (vmstat).
+The memory tiers the kernel formed are printed first: tiering can only promote from node 2 if
+the kernel put it in a lower tier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from llamas_ebpf.kernel import mempolicy, nodes, procfs
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = 16384  # 64 MiB a range
+PAGE = 4096
+DECIDE_EVERY = 5
+SLOW = 2
+_BALLOON = ("import ctypes, mmap, sys, time\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "if libc.mlockall(3) != 0:\n"  # MCL_CURRENT | MCL_FUTURE: every page faulted in and locked
+            "    sys.exit('mlockall: errno %d' % ctypes.get_errno())\n"
+            "held = mmap.mmap(-1, int(sys.argv[1]) << 20)\n"
+            "print('held', flush=True)\n"
+            "time.sleep(1e6)\n")
+
+
+def free_mib(node: int) -> int:
+    return nodes.memory_mb(node, key="MemFree") or 0
+
+
+def tiers() -> dict[str, str]:
+    base = Path("/sys/devices/virtual/memory_tiering")
+    return {p.name: (p / "nodelist").read_text().strip() for p in sorted(base.glob("memory_tier*"))} \
+        if base.exists() else {}
+
+
+class Balloon:
+    """Node 0's DRAM, locked, but `keep` MiB free."""
+
+    def __init__(self, keep: int) -> None:
+        size = free_mib(0) - keep
+        if size <= 0:
+            raise SystemExit(f"node 0 has only {free_mib(0)} MiB free: nothing to hold")
+        self.proc = subprocess.Popen(["numactl", "--membind=0", "python3", "-c", _BALLOON, str(size)],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "held":
+            raise SystemExit("the balloon did not lock its memory")
+        self.size = size
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Workload:
+    def __init__(self, binary: Path) -> None:
+        self.proc = subprocess.Popen(["numactl", "--cpunodebind=0", "--localalloc", str(binary)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.written = self._touch()
+        self.read = self._touch()
+        for start in (self.written, self.read):
+            for first in range(0, PAGES, 4096):
+                batch = [start + i * PAGE for i in range(first, min(first + 4096, PAGES))]
+                mempolicy.move_pages(self.proc.pid, batch, [SLOW] * len(batch))
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("mix 3600\n")  # writes `written`, reads `read`, over and over
+        self.proc.stdin.flush()
+
+    def _touch(self) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"write {PAGES}\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline().split()[1], 16)  # "done ADDRESS"
+
+    def where(self, start: int) -> list[int]:
+        return mempolicy.move_pages(self.proc.pid, [start + i * PAGE for i in range(PAGES)], None)
+
+    def shares(self) -> tuple[float, float]:
+        """(writes on the slow node, reads from DRAM), from where the pages are now."""
+        written, read = self.where(self.written), self.where(self.read)
+        return written.count(SLOW) / PAGES, sum(1 for n in read if n in (0, 1)) / PAGES
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def arm(name: str, binary: Path, seconds: float, work: Path, keep: int) -> dict[str, object]:
+    Path("/proc/sys/kernel/numa_balancing").write_text("0")
+    Path("/sys/kernel/mm/numa/demotion_enabled").write_text("0")
+    balloon = Balloon(keep)
+    workload = Workload(binary)
+    daemon = None
+    startup = None
+    if name == "llamas":
+        state = work / "state"
+        shutil.rmtree(state, ignore_errors=True)
+        (work / "config.toml").write_text(f"[guardrails]\ndeny_pids = [{os.getpid()}, {balloon.proc.pid}]\n")
+        env = {**os.environ, "LLAMAS_STATE_DIR": str(state), "LLAMAS_CONFIG_DIR": str(work),
+               "LLAMAS_PIN_DIR": "/sys/fs/bpf/llamas-write-slow"}
+        began = time.monotonic()
+        daemon = subprocess.Popen(["llamas", "run", "--advisor", "heuristic", "--decide-every",
+                                   str(DECIDE_EVERY), "--devices", str(ROOT / "devices")],
+                                  env=env, stderr=subprocess.PIPE, text=True)
+        assert daemon.stderr is not None
+        for line in daemon.stderr:
+            if "deciding every" in line:
+                break
+        startup = round(time.monotonic() - began, 1)
+        threading.Thread(target=lambda: [None for _ in daemon.stderr], daemon=True).start()  # drained
+    elif name == "kernel-2":
+        Path("/sys/kernel/mm/numa/demotion_enabled").write_text("1")
+        Path("/proc/sys/kernel/numa_balancing").write_text("2")
+    elif name == "kernel-1":
+        Path("/proc/sys/kernel/numa_balancing").write_text("1")
+    vm_before = procfs.vmstat()
+    started = time.monotonic()
+    t95 = None
+    slow_writes, dram_reads = workload.shares()
+    while time.monotonic() - started < seconds:
+        slow_writes, dram_reads = workload.shares()
+        if t95 is None and slow_writes <= 0.05:
+            t95 = round(time.monotonic() - started, 1)
+        time.sleep(1)
+    vm = procfs.vmstat()
+    result: dict[str, object] = {
+        "arm": name, "writes_on_slow": round(slow_writes, 3), "reads_from_dram": round(dram_reads, 3),
+        "written_95pct_in_dram_s": t95,
+        "pages_migrated": vm["pgmigrate_success"] - vm_before["pgmigrate_success"],
+        "promoted": vm.get("pgpromote_success", 0) - vm_before.get("pgpromote_success", 0),
+        "demoted": sum(vm.get(k, 0) - vm_before.get(k, 0) for k in ("pgdemote_kswapd", "pgdemote_direct")),
+        "node0_free_mib_at_end": free_mib(0), "balloon_mib": balloon.size, "llamas_startup_s": startup,
+    }
+    if name == "llamas":
+        log = [json.loads(line) for line in (work / "state" / "audit.jsonl").read_text().splitlines()]
+        result["rules"] = [{"rule": r, "why": e["explanations"].get(r["name"])} for e in log
+                           if e["event"] == "apply" for r in e["document"]["rules"]
+                           if r["match"] == {"pid": workload.proc.pid}]
+    workload.close()
+    if daemon is not None:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=120)
+    balloon.close()
+    Path("/proc/sys/kernel/numa_balancing").write_text("0")
+    Path("/sys/kernel/mm/numa/demotion_enabled").write_text("0")
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--free-mib", type=int, default=96, help="node 0 DRAM left free beside the balloon")
+    parser.add_argument("--arms", default="none,kernel-1,kernel-2,llamas")
+    args = parser.parse_args()
+    if os.sched_getaffinity(0) & set(nodes.node_cpus(0)):
+        raise SystemExit("run the harness bound to node 1: numactl --cpunodebind=1 --membind=1 python ...")
+    print(json.dumps({"memory_tiers": tiers(), "node_free_mib": {n: free_mib(n) for n in nodes.node_ids()}}),
+          flush=True)
+    work = Path(tempfile.mkdtemp(prefix="llamas-write-slow-"))
+    binary = work / "lt-mix"
+    subprocess.run(["gcc", "-O1", "-o", str(binary), str(ROOT / "tests/helpers/toucher.c")], check=True)
+    spinner = subprocess.Popen(["numactl", "--cpunodebind=0", "--localalloc", "sh", "-c",
+                                "while :; do :; done"])
+    try:
+        results = [arm(name, binary, args.seconds, work, args.free_mib) for name in args.arms.split(",")]
+    finally:
+        spinner.kill()
+    kernel = [r for r in results if str(r["arm"]).startswith("kernel")]
+    ours = next((r for r in results if r["arm"] == "llamas"), None)
+    best = min(kernel, key=lambda r: float(r["writes_on_slow"])) if kernel else None
+    summary: dict[str, object] = {"target_llamas_writes_on_slow": 0.05}
+    if ours is not None and best is not None:
+        summary.update({
+            "best_kernel_arm": best["arm"], "best_kernel_writes_on_slow": best["writes_on_slow"],
+            "llamas_writes_on_slow": ours["writes_on_slow"],
+            "llamas_reads_from_dram": ours["reads_from_dram"],
+            "best_kernel_reads_from_dram": max(float(r["reads_from_dram"]) for r in kernel),
+        })
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
