@@ -237,7 +237,7 @@ class Controller:
     # ---- deciding ----
     def recent(self) -> list[dict[str, Any]]:
         wanted = ("apply", "decision", "refused", "revert", "effect")
-        return [e for e in self.enforcer.audit.entries() if e.get("event") in wanted][-RECENT:]
+        return self.enforcer.audit.tail(count=RECENT, keep=lambda e: e.get("event") in wanted)
 
     def decide(self, snaps: list[Snapshot]) -> dict[str, Any]:
         """One decision; returns what was logged."""
@@ -323,7 +323,7 @@ class Controller:
                      f"{checked.errors[0]}); keeping generation {generation}")
             document = _as_json(advice.raw)
             enforcer.refuse(raw_digest, advice.advisor, checked.errors, document=document, **fields)
-            return enforcer.audit.entries()[-1]
+            return enforcer.audit.tail(count=1)[-1]
         doc = checked.document
         changes = diff(enforcer.state.document, doc)
         if self.options.dry_run:
@@ -349,7 +349,7 @@ class Controller:
         if not self.options.once and baseline:
             self.watch = Watch(applied.generation, doc, previous, baseline)
             self._detail()
-        return enforcer.audit.entries()[-1]
+        return enforcer.audit.tail(count=1)[-1]
 
     def _before(self, pid: int, window: WindowSummary) -> ProcSummary | None:
         """A process as it was before the decision: the window's summary where the sensor gave it

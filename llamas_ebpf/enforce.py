@@ -120,8 +120,10 @@ class Enforcer:
         if state.recovered:
             self.notes.append(state.recovered)
             state.save(self.paths.state_dir)
-        logged = max((e["generation"] for e in self.audit.entries() if e.get("event") == "apply"
-                      and isinstance(e.get("generation"), int)), default=0)
+        # generations only grow: the newest apply logged has the highest (read from the log's end)
+        last = self.audit.tail(count=1, keep=lambda e: e.get("event") == "apply"
+                               and isinstance(e.get("generation"), int))
+        logged = last[0]["generation"] if last else 0
         if state.document is not None and state.generation > logged:
             # put in force (policy.json is the commit point) by an apply killed before it logged
             # it: logged now, so that the audit log has every generation that was ever in force
@@ -240,7 +242,7 @@ class Enforcer:
         """Processes an earlier generation changed that no rule takes now get back what it
         changed: their original masks and pages. (released, threads, pages restored)."""
         self.journal.reload()
-        had = self.affinity.taken() | set(self.pages.journal.entries())
+        had = self.affinity.taken() | self.pages.journal.pids()
         released = had - still_taken
         if not released:
             return released, 0, 0
@@ -461,7 +463,7 @@ class Enforcer:
         How many processes were forgotten."""
         gone = self.journal.prune()
         pages = self.pages.journal
-        dead = {pid for pid in pages.entries() if not procfs.alive(pid)}
+        dead = {pid for pid in pages.pids() if not procfs.alive(pid)}
         if dead:
             pages.forget(dead)
         tracked = set(self.rule_of) | set(self.queue) | set(self.judged_at) | set(self.awaiting)

@@ -92,8 +92,9 @@ class PageJournal:
         append_line(self.path, json.dumps({"pid": pid, "runs": [list(r) for r in runs]},
                                           separators=(",", ":")).encode())
 
-    def _lines(self) -> list[tuple[str, dict[str, Any] | None]]:
-        """Each line, with what it reads as (None: torn by a writer that died, or damaged)."""
+    def _lines(self, expand: bool = True) -> list[tuple[str, dict[str, Any] | None]]:
+        """Each line, with what it reads as (None: torn by a writer that died, or damaged); with
+        expand=False, its runs are checked but not expanded into pages ("pages" is then [])."""
         if not self.path.exists():
             return []
         out: list[tuple[str, dict[str, Any] | None]] = []
@@ -106,7 +107,8 @@ class PageJournal:
                     runs = [(int(first), int(count), int(node)) for first, count, node in entry["runs"]]
                     if any(not 0 < count <= MAX_RUN for _first, count, _node in runs):
                         raise ValueError("a run out of bounds")  # damaged: not expanded
-                    moves = [(first + i * PAGE, node) for first, count, node in runs for i in range(count)]
+                    moves = [(first + i * PAGE, node) for first, count, node in runs
+                             for i in range(count)] if expand else []
                 else:  # a journal written before runs: a pair per page
                     moves = [(int(address), int(node)) for address, node in entry["pages"]]
                 out.append((line, {"pid": int(entry["pid"]), "pages": moves}))
@@ -128,11 +130,17 @@ class PageJournal:
                 pages.setdefault(address, node)
         return result
 
+    def pids(self) -> set[int]:
+        """The processes with pages in the journal, read without expanding a page (the daemon
+        asks once a window, with a journal that may hold millions)."""
+        return {entry["pid"] for _line, entry in self._lines(expand=False) if entry is not None}
+
     def forget(self, pids: set[int]) -> None:
         """Drop these processes' pages from the journal (moved back, or gone); damaged lines stay."""
         if not self.path.exists():
             return
-        kept = [line for line, entry in self._lines() if entry is None or entry["pid"] not in pids]
+        kept = [line for line, entry in self._lines(expand=False)
+                if entry is None or entry["pid"] not in pids]
         write_atomically(self.path, "".join(line + "\n" for line in kept))
 
     def clear(self) -> None:

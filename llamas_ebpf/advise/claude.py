@@ -290,10 +290,10 @@ class ClaudeAdvisor:
     def _spent_this_hour(self) -> tuple[int, int]:
         since = time.time() - 3600
         calls = tokens = 0
-        for entry in self.audit.entries():
+        for entry in self.audit.tail(since=since):
             usage = entry.get("usage")
             ours = entry.get("advisor") == self.name
-            if ours and entry.get("time", 0) >= since and isinstance(usage, dict):
+            if ours and isinstance(usage, dict):
                 calls += int(usage.get("calls", 0))
                 tokens += int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
         return calls, tokens

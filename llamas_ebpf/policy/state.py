@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,37 @@ class AuditLog:
         append_line(self.path, json.dumps(entry, sort_keys=True).encode())
         return entry
 
+    def tail(self, count: int | None = None, since: float | None = None,
+             keep: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
+        """The newest records that `keep` accepts (all, without it), oldest first: the last
+        `count` of them, or those from `since` on (the log is in time order). Read from the end
+        of the file a block at a time, so that what the daemon asks each window costs what it
+        returns, not the size of a log that grows for as long as llamas runs."""
+        if not self.path.exists():
+            return []
+        out: list[dict[str, Any]] = []
+        with self.path.open("rb") as f:
+            position = f.seek(0, os.SEEK_END)
+            left = b""  # the start of a line whose beginning is in the block before
+            while position > 0:
+                step = min(_TAIL_BLOCK, position)
+                position -= step
+                f.seek(position)
+                lines = (f.read(step) + left).split(b"\n")
+                left = lines.pop(0) if position > 0 else b""
+                for line in reversed(lines):
+                    entry = _record(line)
+                    if entry is None:
+                        continue
+                    when = entry.get("time")
+                    if since is not None and (not isinstance(when, (int, float)) or when < since):
+                        return out[::-1]
+                    if keep is None or keep(entry):
+                        out.append(entry)
+                        if count is not None and len(out) >= count:
+                            return out[::-1]
+        return out[::-1]
+
     def entries(self) -> list[dict[str, Any]]:
         """Every record that reads back; `torn` counts the lines that did not."""
         self.torn = 0
@@ -123,3 +156,17 @@ class AuditLog:
             else:
                 self.torn += 1
         return out
+
+
+_TAIL_BLOCK = 1 << 16
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    """One audit line as a record; None for a blank, torn or damaged one."""
+    if not line.strip():
+        return None
+    try:
+        entry = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    return entry if isinstance(entry, dict) else None

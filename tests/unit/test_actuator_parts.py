@@ -264,3 +264,16 @@ def test_runs_off_finds_the_pages_to_move_per_mapping_and_skips_the_absent():
     assert runs_off(regions, where, 0) == [(a, 2, 1), (a + 4 * PAGE, 1, 2), (a + 5 * PAGE, 1, 1),
                                           (b, 2, 1)]
     assert runs_off(regions, [0] * 9, 0) == []
+
+
+def test_journal_pids_come_without_expanding_a_page(tmp_path):
+    from llamas_ebpf.actuator.pages import MAX_RUN, PageJournal
+
+    journal = PageJournal(tmp_path / "pages.jsonl")
+    journal.record_runs(10, [(1 << 30, MAX_RUN, 1)])  # 64 GiB in one run: 16M pages if expanded
+    journal.record(11, [(4096, 2)])
+    with journal.path.open("a") as out:
+        out.write('{"pid": 12, "runs": [[0, 0, 1]]}\n')  # damaged: a run of no pages
+    assert journal.pids() == {10, 11}
+    journal.forget({10})
+    assert journal.pids() == {11} and journal.entries() == {11: {4096: 2}} and journal.damaged == 1

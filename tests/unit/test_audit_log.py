@@ -47,3 +47,24 @@ def test_the_page_journal_writes_runs_and_refuses_a_run_out_of_bounds(tmp_path):
     with path.open("a") as out:
         out.write('{"pid": 8, "runs": [[4096, 1000000000000, 0]]}\n')
     assert set(journal.entries()) == {7} and journal.damaged == 1
+
+
+def test_the_tail_is_read_from_the_end_and_agrees_with_the_whole_log(tmp_path):
+    """tail() gives what entries() would, for the newest records only, across block edges (a
+    record of 40 KiB here, blocks of 64 KiB) and past a torn line."""
+    log = AuditLog(tmp_path)
+    for generation in range(1, 301):
+        log.append("apply" if generation % 3 else "decision", generation=generation,
+                   document={"rationale": "x" * (40_000 if generation % 50 == 0 else 10)})
+        if generation == 150:
+            with open(log.path, "a") as out:
+                out.write('{"event": "apply", "gen')  # torn: skipped, as entries() does
+    every = log.entries()
+    assert log.tail() == every and len(every) == 300
+    assert log.tail(count=7) == every[-7:]
+    applies = [e for e in every if e["event"] == "apply"]
+    assert log.tail(count=40, keep=lambda e: e["event"] == "apply") == applies[-40:]
+    assert log.tail(count=1, keep=lambda e: e["event"] == "apply")[0]["generation"] == 299
+    middle = every[200]["time"]
+    assert log.tail(since=middle) == [e for e in every if e["time"] >= middle]
+    assert AuditLog(tmp_path / "none").tail(count=3) == []
