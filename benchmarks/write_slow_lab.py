@@ -5,13 +5,15 @@ root:
 
     scripts/lab --topology pmem --timeout 1500 -- python benchmarks/write_slow_lab.py [--seconds 60]
 
-The workload (tests/helpers/toucher.c `mix`) runs on node 0's CPU and, over and over, writes
-every page of one 64 MiB range and reads every page of another; both start on node 2. A locked
-balloon (mlockall, bound to node 0) holds node 0's DRAM so that the two ranges together do not
-fit in what is left free there (--free-mib, 96 by default: one range and half the other). The
-harness and llamas run bound to node 1 (CPU and memory), so that their own memory does not
-take node 0's; the workload is started with --localalloc. A spinner shares node 0's CPU (under
-TCG a process alone on its CPU never walks its page tables again: tests/guest/access.py).
+The workload (tests/helpers/toucher.c `mix`) runs on node 0's CPU with the default memory
+policy (an explicit one, even --localalloc, takes its mappings out of NUMA balancing's scan)
+and, over and over, writes every page of one 64 MiB range and reads every page of another; both
+start on node 2. The page cache is dropped and a locked balloon (mlockall, bound to node 0)
+takes node 0's DRAM but --free-mib (96 by default: one range and half the other), so that the
+two ranges together do not fit in it, and no page cache there can be reclaimed to make room.
+llamas runs bound to node 1 (CPU and memory), so that its own 200 MB do not take node 0's. A
+spinner shares node 0's CPU (under TCG a process alone on its CPU never walks its page tables
+again: tests/guest/access.py).
 
 Four arms, one after the other, each with a fresh workload placed on node 2 and running before
 its clock starts, for --seconds:
@@ -77,6 +79,8 @@ class Balloon:
     """Node 0's DRAM, locked, but `keep` MiB free."""
 
     def __init__(self, keep: int) -> None:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3")  # what is left free is all there is
         size = free_mib(0) - keep
         if size <= 0:
             raise SystemExit(f"node 0 has only {free_mib(0)} MiB free: nothing to hold")
@@ -94,7 +98,7 @@ class Balloon:
 
 class Workload:
     def __init__(self, binary: Path) -> None:
-        self.proc = subprocess.Popen(["numactl", "--cpunodebind=0", "--localalloc", str(binary)],
+        self.proc = subprocess.Popen(["numactl", "--cpunodebind=0", str(binary)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.written = self._touch()
         self.read = self._touch()
@@ -139,7 +143,8 @@ def arm(name: str, binary: Path, seconds: float, work: Path, keep: int) -> dict[
         env = {**os.environ, "LLAMAS_STATE_DIR": str(state), "LLAMAS_CONFIG_DIR": str(work),
                "LLAMAS_PIN_DIR": "/sys/fs/bpf/llamas-write-slow"}
         began = time.monotonic()
-        daemon = subprocess.Popen(["llamas", "run", "--advisor", "heuristic", "--decide-every",
+        daemon = subprocess.Popen(["numactl", "--cpunodebind=1", "--membind=1",
+                                   "llamas", "run", "--advisor", "heuristic", "--decide-every",
                                    str(DECIDE_EVERY), "--devices", str(ROOT / "devices")],
                                   env=env, stderr=subprocess.PIPE, text=True)
         assert daemon.stderr is not None
@@ -193,15 +198,12 @@ def main() -> None:
     parser.add_argument("--free-mib", type=int, default=96, help="node 0 DRAM left free beside the balloon")
     parser.add_argument("--arms", default="none,kernel-1,kernel-2,llamas")
     args = parser.parse_args()
-    if os.sched_getaffinity(0) & set(nodes.node_cpus(0)):
-        raise SystemExit("run the harness bound to node 1: numactl --cpunodebind=1 --membind=1 python ...")
     print(json.dumps({"memory_tiers": tiers(), "node_free_mib": {n: free_mib(n) for n in nodes.node_ids()}}),
           flush=True)
     work = Path(tempfile.mkdtemp(prefix="llamas-write-slow-"))
     binary = work / "lt-mix"
     subprocess.run(["gcc", "-O1", "-o", str(binary), str(ROOT / "tests/helpers/toucher.c")], check=True)
-    spinner = subprocess.Popen(["numactl", "--cpunodebind=0", "--localalloc", "sh", "-c",
-                                "while :; do :; done"])
+    spinner = subprocess.Popen(["numactl", "--cpunodebind=0", "sh", "-c", "while :; do :; done"])
     try:
         results = [arm(name, binary, args.seconds, work, args.free_mib) for name in args.arms.split(",")]
     finally:

@@ -372,20 +372,26 @@ def by_heat(regions: Sequence[AccessRegion], movable: list[tuple[int, int]], hom
     written (WRITE_HEAVY) and that node writes slowly. Warm ones (a little access, or too new to
     tell) and cold ones not that old yet stay where they are: they may be going either way, and a
     move is worth its cost only for what is known. With no `demote` (-1) the rule has one place
-    for all of it, `home`. Only the `movable` parts (resident_regions), hot ones first."""
+    for all of it, `home`. Only the `movable` parts (resident_regions), hot ones first, and the
+    written (WRITE_HEAVY) among those first of all: where `home` has room for only part of what
+    would go there, what is written gets it, since a write costs most on a slower node."""
     peak = max((r.accesses for r in regions if r.heat == "hot"), default=0.0)
     placed: list[tuple[int, int, int]] = []
+    written_home: set[int] = set()  # the starts of the pieces of written regions going home
     for region in regions:
         node = None
+        written = region.written_fraction is not None and region.written_fraction >= WRITE_HEAVY
         if demote < 0 or (region.heat == "hot" and region.accesses >= MOVE_HOT_SHARE * peak):
             node = home
-        elif region.heat == "cold" and region.age_s >= cold_seconds:
-            written = region.written_fraction is not None and region.written_fraction >= WRITE_HEAVY
-            if not (written and demote in write_slow):
-                node = demote
+        elif (region.heat == "cold" and region.age_s >= cold_seconds
+              and not (written and demote in write_slow)):
+            node = demote
         if node is not None:
-            placed += [(start, end, node) for start, end in clip(region.start, region.end, movable)]
-    placed.sort(key=lambda r: r[2] != home)
+            pieces = clip(region.start, region.end, movable)
+            if node == home and written:
+                written_home.update(start for start, _end in pieces)
+            placed += [(start, end, node) for start, end in pieces]
+    placed.sort(key=lambda r: (r[2] != home, r[0] not in written_home))
     return placed
 
 

@@ -219,7 +219,14 @@ def test_placement_by_heat_moves_hot_home_leaves_warm_and_young_cold_and_keeps_w
     placed = by_heat(regions, movable, home=0, demote=2, cold_seconds=30, write_slow=set())
     assert (12 * mib, 14 * mib, 2) in placed
     # no demote node: the rule has one place for all of it
-    assert by_heat(regions, movable, 0, -1, 30, set()) == [(start, end, 0) for start, end in movable]
+    # (the written region first)
+    everything = by_heat(regions, movable, 0, -1, 30, set())
+    assert everything[0] == (12 * mib, 14 * mib, 0)
+    assert sorted(everything) == [(start, end, 0) for start, end in movable]
+    # two hot regions, the second written: it goes home first (home may have room for one)
+    read, written = AccessRegion(0, 2 * mib, 12.0, 20.0, "hot", written_fraction=0.0), \
+        AccessRegion(2 * mib, 4 * mib, 12.0, 20.0, "hot", written_fraction=0.9)
+    assert by_heat([read, written], aligned(0, 4 * mib), 0, 2, 30, {2}) == [(2 * mib, 4 * mib, 0), (0, 2 * mib, 0)]
 
 
 def test_journal_forgets_exited_processes_and_sets_a_damaged_file_aside(tmp_path):
