@@ -148,11 +148,13 @@ def arm(name: str, binary: Path, seconds: float, work: Path, keep: int) -> dict[
                                    str(DECIDE_EVERY), "--devices", str(ROOT / "devices")],
                                   env=env, stderr=subprocess.PIPE, text=True)
         assert daemon.stderr is not None
+        said = (work / "llamas.stderr").open("w")
         for line in daemon.stderr:
+            said.write(line)
             if "deciding every" in line:
                 break
         startup = round(time.monotonic() - began, 1)
-        threading.Thread(target=lambda: [None for _ in daemon.stderr], daemon=True).start()  # drained
+        threading.Thread(target=lambda: said.writelines(daemon.stderr), daemon=True).start()
     elif name == "kernel-2":
         Path("/sys/kernel/mm/numa/demotion_enabled").write_text("1")
         Path("/proc/sys/kernel/numa_balancing").write_text("2")
@@ -162,10 +164,14 @@ def arm(name: str, binary: Path, seconds: float, work: Path, keep: int) -> dict[
     started = time.monotonic()
     t95 = None
     slow_writes, dram_reads = workload.shares()
+    series: list[tuple[float, float, float]] = []  # (s, writes on slow, reads from DRAM), every 5 s
     while time.monotonic() - started < seconds:
         slow_writes, dram_reads = workload.shares()
+        at = round(time.monotonic() - started, 1)
         if t95 is None and slow_writes <= 0.05:
-            t95 = round(time.monotonic() - started, 1)
+            t95 = at
+        if not series or at - series[-1][0] >= 5:
+            series.append((at, round(slow_writes, 3), round(dram_reads, 3)))
         time.sleep(1)
     vm = procfs.vmstat()
     result: dict[str, object] = {
@@ -175,16 +181,26 @@ def arm(name: str, binary: Path, seconds: float, work: Path, keep: int) -> dict[
         "promoted": vm.get("pgpromote_success", 0) - vm_before.get("pgpromote_success", 0),
         "demoted": sum(vm.get(k, 0) - vm_before.get(k, 0) for k in ("pgdemote_kswapd", "pgdemote_direct")),
         "node0_free_mib_at_end": free_mib(0), "balloon_mib": balloon.size, "llamas_startup_s": startup,
+        "series": series,
     }
     if name == "llamas":
         log = [json.loads(line) for line in (work / "state" / "audit.jsonl").read_text().splitlines()]
         result["rules"] = [{"rule": r, "why": e["explanations"].get(r["name"])} for e in log
                            if e["event"] == "apply" for r in e["document"]["rules"]
                            if r["match"] == {"pid": workload.proc.pid}]
+        wall = time.time() - (time.monotonic() - started)
+        result["events"] = [{"at_s": round(e["time"] - wall, 1), "event": e["event"],
+                             **{k: e[k] for k in ("generation", "reason", "outcome", "pages_moved",
+                                                  "pages_restored", "served_by") if k in e}}
+                            for e in log if e["event"] in ("apply", "revert", "effect", "rollback", "placed")]
     workload.close()
     if daemon is not None:
+        exited = daemon.poll()
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=120)
+        said.flush()
+        result["llamas_exited_early"] = exited
+        result["llamas_said_last"] = (work / "llamas.stderr").read_text().splitlines()[-4:]
     balloon.close()
     Path("/proc/sys/kernel/numa_balancing").write_text("0")
     Path("/sys/kernel/mm/numa/demotion_enabled").write_text("0")

@@ -432,6 +432,11 @@ class Enforcer:
                 if result.gone:
                     pending.clear()
                     break
+                if result.full:
+                    # the node has no room: the rest waits for the next placement judgement
+                    # (by heat, written regions first), not for a retry each window
+                    pending.clear()
+                    break
                 if result.deferred:
                     # out of budget: the regions stay queued; the next window asks again, and the
                     # pages already moved are then skipped as already placed

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llamas_ebpf.failpoints import failpoint
-from llamas_ebpf.kernel import mempolicy
+from llamas_ebpf.kernel import mempolicy, nodes
 from llamas_ebpf.metrics import MOVE_HOT_SHARE, WRITE_HEAVY
 from llamas_ebpf.policy.lock import append_line, write_atomically
 from llamas_ebpf.snapshot import AccessRegion
@@ -28,6 +28,7 @@ from llamas_ebpf.snapshot import AccessRegion
 PAGE = 4096
 REGION = 2 << 20
 TARGET_BATCH_S = 0.020
+FREE_RESERVE = 0.02  # of a node's memory, kept out of a whole-process move's reckoning of room
 
 
 class TokenBucket:
@@ -61,6 +62,7 @@ class MoveResult:
     failed: int = 0
     gone: bool = False  # the process exited
     deferred: int = 0  # left for later: out of budget
+    full: bool = False  # the target node had no memory left for them (ENOMEM)
 
 
 MAX_RUN = 1 << 24  # pages in one journalled run, at most (64 GiB): a larger figure is damage
@@ -218,8 +220,14 @@ class PageMover:
                 if exc.errno == errno.ESRCH:
                     result.gone = True
                     break
+                if exc.errno == errno.ENOMEM:  # the node is full: what is left stays where it is
+                    result.full = True
+                    result.failed += len(chunk) + len(todo)
+                    break
                 raise
             failpoint("pages.moved-batch")
+            if -errno.ENOMEM in status:
+                result.full = True
             moved = [(a, src) for (a, src), s in zip(chunk, status, strict=True) if s == node]
             result.moved += len(moved)
             result.failed += len(chunk) - len(moved)
@@ -227,12 +235,22 @@ class PageMover:
             self.host_budget.take(len(moved) * PAGE)
         return result
 
+    @staticmethod
+    def free_bytes(node: int) -> int:
+        """What the node has free now, less what the kernel keeps for itself (its high
+        watermark, about: FREE_RESERVE of the node), in bytes."""
+        total, free = nodes.memory_mb(node), nodes.memory_mb(node, key="MemFree")
+        if total is None or free is None:
+            return 1 << 62  # not known: let the call find out
+        return max(free - int(total * FREE_RESERVE), 0) << 20
+
     def move_process(self, pid: int, node: int, budget: TokenBucket) -> MoveResult | None:
         """A whole-process home move in one migrate_pages(2) call, the path `migratepages`
-        takes, where the budgets cover every page that would move now (else None: the caller
-        moves it in budgeted move_pages batches). Every page of every mapping is asked where it
-        is first, and those not on `node` journalled before the call, as move() does; they are
-        asked again after it, and the pages found on `node` are the pages moved.
+        takes, where the budgets and the node's free memory cover every page that would move
+        now (else None: the caller moves it in budgeted move_pages batches, in its own order).
+        Every page of every mapping is asked where it is first, and those not on `node`
+        journalled before the call, as move() does; they are asked again after it, and the
+        pages found on `node` are the pages moved.
 
         The page lists are arrays, and the runs of pages to move are found per mapping with
         itertools.groupby, not page by page in Python: a 20,000-page process spent more time
@@ -257,6 +275,10 @@ class PageMover:
             return result
         if moving * PAGE > min(budget.available(), self.host_budget.available()):
             return None
+        if moving * PAGE > self.free_bytes(node):
+            # migrate_pages(2) moves in address order and stops at the first page the node has
+            # no room for; in batches, the caller's order (written regions first) decides
+            return None
         self.journal.record_runs(pid, runs)  # written ahead, as in move()
         started = time.monotonic()
         try:
@@ -265,7 +287,10 @@ class PageMover:
             if exc.errno == errno.ESRCH:
                 result.gone = True
                 return result
-            raise
+            if exc.errno != errno.ENOMEM:
+                raise
+            result.full = True  # the node filled up part way: count what did move, below
+            left = 0
         failpoint("pages.moved-batch")
         self.calls += 1
         self.seconds += time.monotonic() - started
