@@ -50,7 +50,9 @@ def test_a_steady_reader_gets_a_rule_and_goes_local_and_a_2_s_process_gets_none(
         brief.proc.wait()
         lived = time.monotonic() - born
         brief_pid = brief.pid
-        assert lived < 2.5, lived
+        # under TCG faulting the 16 MiB in alone can take over 2 s (2.51 s in one CI run); the
+        # check is that it died well before MIN_RULE_AGE_S (5 s), the age a rule needs
+        assert lived < 3.5, lived
         share, took = 0.0, 0.0
         while time.monotonic() - ready < WITHIN_S:
             share = _local_share(reader.pid, start)
