@@ -32,12 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from lab_daemon import Llamas
 
 from llamas_ebpf.kernel import mempolicy
 
@@ -92,39 +92,6 @@ def mapping_facts(pid: int, start: int) -> dict[str, str]:
     return facts
 
 
-class Llamas:
-    """`llamas run --advisor heuristic` with its own state, started before the workload."""
-
-    def __init__(self, work: Path, decide_every: float) -> None:
-        env = {**os.environ, "LLAMAS_STATE_DIR": str(work / "state"), "LLAMAS_CONFIG_DIR": str(work),
-               "LLAMAS_PIN_DIR": "/sys/fs/bpf/llamas-convergence"}
-        # the harness holds memory it leaves idle too, which llamas would demote: not ours to judge
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "config.toml").write_text(f"[guardrails]\ndeny_pids = [{os.getpid()}]\n")
-        started = time.monotonic()
-        self.proc = subprocess.Popen(
-            ["llamas", "run", "--advisor", "heuristic", "--decide-every", str(decide_every),
-             "--devices", str(ROOT / "devices")],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.lines: list[tuple[float, str]] = []
-        self.ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self.ready.wait(600):
-            raise SystemExit(f"llamas run did not start: {self.lines}")
-        self.startup_s = time.monotonic() - started
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append((time.monotonic(), line.strip()))
-            if "deciding every" in line:
-                self.ready.set()
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=300)
-
-
 def arm(name: str, balancing: int, binary: Path, args: argparse.Namespace, work: Path) -> dict:
     Path("/proc/sys/kernel/numa_balancing").write_text("0")  # while the harness places the pages
     # a second process busy on the workload's CPU, in every arm: under TCG a process alone on its
@@ -142,7 +109,9 @@ def arm(name: str, balancing: int, binary: Path, args: argparse.Namespace, work:
     # llamas starts once the pages are placed (its own judgement of the half-placed workload is
     # not the question), and before the workload does; its BPF compile is reported apart
     Path("/proc/sys/kernel/numa_balancing").write_text(str(balancing))
-    llamas = Llamas(work / name, args.decide_every) if name == "llamas" else None
+    llamas = None
+    if name == "llamas":
+        llamas = Llamas(work / name, args.decide_every, "/sys/fs/bpf/llamas-convergence")
     before_vm, before_busy = vmstat(), busy_seconds()
     before_llamas = cpu_seconds(llamas.proc.pid) if llamas else (0.0, 0.0)
     child.stdin.write("go\n")

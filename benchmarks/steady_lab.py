@@ -27,13 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from lab_daemon import Llamas
 
 from llamas_ebpf.kernel import mempolicy, nodes, procfs
 
@@ -78,21 +77,8 @@ def arm(name: str, binary: Path, seconds: float, work: Path) -> dict[str, object
     daemon = None
     startup = None
     if name == "llamas":
-        state = work / "state"
-        shutil.rmtree(state, ignore_errors=True)
-        (work / "config.toml").write_text(f"[guardrails]\ndeny_pids = [{os.getpid()}]\n")
-        env = {**os.environ, "LLAMAS_STATE_DIR": str(state), "LLAMAS_CONFIG_DIR": str(work),
-               "LLAMAS_PIN_DIR": "/sys/fs/bpf/llamas-steady"}
-        began = time.monotonic()
-        daemon = subprocess.Popen(["llamas", "run", "--advisor", "heuristic", "--decide-every",
-                                   str(DECIDE_EVERY), "--devices", str(ROOT / "devices")],
-                                  env=env, stderr=subprocess.PIPE, text=True)
-        assert daemon.stderr is not None
-        for line in daemon.stderr:
-            if "deciding every" in line:
-                break
-        startup = round(time.monotonic() - began, 1)
-        threading.Thread(target=lambda: [None for _ in daemon.stderr], daemon=True).start()  # drained
+        daemon = Llamas(work, DECIDE_EVERY, "/sys/fs/bpf/llamas-steady")
+        startup = round(daemon.startup_s, 1)
     else:
         Path("/proc/sys/kernel/numa_balancing").write_text({"kernel-1": "1", "kernel-2": "2"}.get(name, "0"))
     migrated = procfs.vmstat()["pgmigrate_success"]
@@ -108,7 +94,7 @@ def arm(name: str, binary: Path, seconds: float, work: Path) -> dict[str, object
                                  "pages_migrated": procfs.vmstat()["pgmigrate_success"] - migrated,
                                  "llamas_startup_s": startup}
     if name == "llamas":  # what it did for the reader, and when (s after the clock started)
-        log = [json.loads(line) for line in (work / "state" / "audit.jsonl").read_text().splitlines()]
+        log = [json.loads(line) for line in daemon.audit.read_text().splitlines()]
         wall = time.time() - (time.monotonic() - started)
         applied = [(e, r) for e in log if e["event"] == "apply" for r in e["document"]["rules"]
                    if r["match"] == {"pid": reader.proc.pid}]
@@ -116,8 +102,7 @@ def arm(name: str, binary: Path, seconds: float, work: Path) -> dict[str, object
                             "why": e["explanations"].get(r["name"])} for e, r in applied]
     reader.close()
     if daemon is not None:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=120)
+        daemon.stop()
     Path("/proc/sys/kernel/numa_balancing").write_text("0")
     print(json.dumps(result), flush=True)
     return result

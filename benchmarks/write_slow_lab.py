@@ -41,13 +41,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from lab_daemon import Llamas
 
 from llamas_ebpf.kernel import mempolicy, nodes, procfs
 
@@ -137,24 +136,10 @@ def arm(name: str, binary: Path, seconds: float, work: Path, keep: int) -> dict[
     daemon = None
     startup = None
     if name == "llamas":
-        state = work / "state"
-        shutil.rmtree(state, ignore_errors=True)
-        (work / "config.toml").write_text(f"[guardrails]\ndeny_pids = [{os.getpid()}, {balloon.proc.pid}]\n")
-        env = {**os.environ, "LLAMAS_STATE_DIR": str(state), "LLAMAS_CONFIG_DIR": str(work),
-               "LLAMAS_PIN_DIR": "/sys/fs/bpf/llamas-write-slow"}
-        began = time.monotonic()
-        daemon = subprocess.Popen(["numactl", "--cpunodebind=1", "--membind=1",
-                                   "llamas", "run", "--advisor", "heuristic", "--decide-every",
-                                   str(DECIDE_EVERY), "--devices", str(ROOT / "devices")],
-                                  env=env, stderr=subprocess.PIPE, text=True)
-        assert daemon.stderr is not None
-        said = (work / "llamas.stderr").open("w")
-        for line in daemon.stderr:
-            said.write(line)
-            if "deciding every" in line:
-                break
-        startup = round(time.monotonic() - began, 1)
-        threading.Thread(target=lambda: said.writelines(daemon.stderr), daemon=True).start()
+        # bound to node 1, so that its own 200 MB do not take node 0's DRAM
+        daemon = Llamas(work, DECIDE_EVERY, "/sys/fs/bpf/llamas-write-slow", deny=(balloon.proc.pid,),
+                        prefix=("numactl", "--cpunodebind=1", "--membind=1"))
+        startup = round(daemon.startup_s, 1)
     elif name == "kernel-2":
         Path("/sys/kernel/mm/numa/demotion_enabled").write_text("1")
         Path("/proc/sys/kernel/numa_balancing").write_text("2")
@@ -184,7 +169,7 @@ def arm(name: str, binary: Path, seconds: float, work: Path, keep: int) -> dict[
         "series": series,
     }
     if name == "llamas":
-        log = [json.loads(line) for line in (work / "state" / "audit.jsonl").read_text().splitlines()]
+        log = [json.loads(line) for line in daemon.audit.read_text().splitlines()]
         result["rules"] = [{"rule": r, "why": e["explanations"].get(r["name"])} for e in log
                            if e["event"] == "apply" for r in e["document"]["rules"]
                            if r["match"] == {"pid": workload.proc.pid}]
@@ -195,12 +180,9 @@ def arm(name: str, binary: Path, seconds: float, work: Path, keep: int) -> dict[
                             for e in log if e["event"] in ("apply", "revert", "effect", "rollback", "placed")]
     workload.close()
     if daemon is not None:
-        exited = daemon.poll()
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=120)
-        said.flush()
-        result["llamas_exited_early"] = exited
-        result["llamas_said_last"] = (work / "llamas.stderr").read_text().splitlines()[-4:]
+        result["llamas_exited_early"] = daemon.proc.poll()
+        daemon.stop()
+        result["llamas_said_last"] = [line for _at, line in daemon.lines[-4:]]
     balloon.close()
     Path("/proc/sys/kernel/numa_balancing").write_text("0")
     Path("/sys/kernel/mm/numa/demotion_enabled").write_text("0")
