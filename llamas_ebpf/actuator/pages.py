@@ -68,6 +68,10 @@ class MoveResult:
 MAX_RUN = 1 << 24  # pages in one journalled run, at most (64 GiB): a larger figure is damage
 
 
+def _runs_in_bounds(runs: Sequence[Sequence[int]]) -> bool:
+    return all(0 < count <= MAX_RUN for _first, count, _node in runs)
+
+
 class PageJournal:
     """Pages moved, with the node each came from: JSON lines, fsynced per batch."""
 
@@ -89,7 +93,7 @@ class PageJournal:
 
     def record_runs(self, pid: int, runs: Sequence[Sequence[int]]) -> None:
         """One line for runs [first address, pages, node] already found (none past MAX_RUN)."""
-        if any(not 0 < count <= MAX_RUN for _first, count, _node in runs):
+        if not _runs_in_bounds(runs):
             raise ValueError("a journalled run out of bounds")
         append_line(self.path, json.dumps({"pid": pid, "runs": [list(r) for r in runs]},
                                           separators=(",", ":")).encode())
@@ -107,7 +111,7 @@ class PageJournal:
                 entry = json.loads(line)
                 if "runs" in entry:
                     runs = [(int(first), int(count), int(node)) for first, count, node in entry["runs"]]
-                    if any(not 0 < count <= MAX_RUN for _first, count, _node in runs):
+                    if not _runs_in_bounds(runs):
                         raise ValueError("a run out of bounds")  # damaged: not expanded
                     moves = [(first + i * PAGE, node) for first, count, node in runs
                              for i in range(count)] if expand else []
@@ -168,20 +172,26 @@ class PageMover:
         self.seconds = 0.0
         self.whole_calls = 0  # of them, migrate_pages(2) calls that moved a whole process
 
-    def _call(self, pid: int, addresses: list[int], nodes: list[int] | None) -> list[int]:
+    def _call(self, pid: int, addresses: list[int], nodes: list[int]) -> list[int]:
+        """One move_pages(2) that moves, timed: the batch size follows what it took."""
         started = time.monotonic()
         status = mempolicy.move_pages(pid, addresses, nodes)
         elapsed = time.monotonic() - started
-        if nodes is not None:
-            self.calls += 1
-            self.seconds += elapsed
-            self.batch = next_batch(self.batch, len(addresses), elapsed)
+        self.calls += 1
+        self.seconds += elapsed
+        self.batch = next_batch(self.batch, len(addresses), elapsed)
         return status
 
     def _where(self, pid: int, addresses: list[int], result: MoveResult) -> list[int] | None:
         """The node each page is on now; None, with result.gone, when the process has exited."""
+        status = self._ask(pid, array.array("Q", addresses), result)
+        return None if status is None else status.tolist()
+
+    @staticmethod
+    def _ask(pid: int, pages: array.array[int], result: MoveResult) -> array.array[int] | None:
+        """_where on arrays ('Q' addresses in, 'i' statuses out)."""
         try:
-            return self._call(pid, addresses, None)
+            return mempolicy.move_pages_array(pid, pages, None)
         except OSError as exc:
             if exc.errno == errno.ESRCH:
                 result.gone = True
@@ -260,13 +270,9 @@ class PageMover:
         addresses = array.array("Q")
         for start, end in regions:
             addresses.extend(range(start, end, PAGE))
-        try:
-            where = mempolicy.move_pages_array(pid, addresses, None)
-        except OSError as exc:
-            if exc.errno == errno.ESRCH:
-                result.gone = True
-                return result
-            raise
+        where = self._ask(pid, addresses, result)
+        if where is None:
+            return result
         runs = runs_off(regions, where, node)
         moving = sum(count for _first, count, _on in runs)
         result.asked = len(where) - sum(where.count(e) for e in set(where) if e < 0)
@@ -302,12 +308,8 @@ class PageMover:
             asked_again = array.array("Q")
             for first, count, _on in runs:
                 asked_again.extend(range(first, first + count * PAGE, PAGE))
-            try:
-                moved = mempolicy.move_pages_array(pid, asked_again, None).count(node)
-            except OSError as exc:
-                if exc.errno != errno.ESRCH:
-                    raise
-                result.gone = True
+            after = self._ask(pid, asked_again, result)
+            moved = after.count(node) if after is not None else 0
         result.moved = moved
         result.failed = moving - moved
         budget.take(result.moved * PAGE)

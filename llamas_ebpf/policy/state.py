@@ -125,7 +125,7 @@ class AuditLog:
                 lines = (f.read(step) + left).split(b"\n")
                 left = lines.pop(0) if position > 0 else b""
                 for line in reversed(lines):
-                    entry = _record(line)
+                    entry = _record(line.decode(errors="replace"))
                     if entry is None:
                         continue
                     when = entry.get("time")
@@ -146,27 +146,23 @@ class AuditLog:
         for line in self.path.read_text(errors="replace").splitlines():
             if not line.strip():
                 continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
+            entry = _record(line)
+            if entry is None:
                 self.torn += 1
-                continue
-            if isinstance(entry, dict):
-                out.append(entry)
             else:
-                self.torn += 1
+                out.append(entry)
         return out
 
 
 _TAIL_BLOCK = 1 << 16
 
 
-def _record(line: bytes) -> dict[str, Any] | None:
+def _record(line: str) -> dict[str, Any] | None:
     """One audit line as a record; None for a blank, torn or damaged one."""
     if not line.strip():
         return None
     try:
         entry = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    except (json.JSONDecodeError, RecursionError):
         return None
     return entry if isinstance(entry, dict) else None
