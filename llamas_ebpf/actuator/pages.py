@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llamas_ebpf.failpoints import failpoint
-from llamas_ebpf.kernel import mempolicy, nodes
+from llamas_ebpf.kernel import mempolicy, nodes, pagemap
 from llamas_ebpf.metrics import MOVE_HOT_SHARE, WRITE_HEAVY
 from llamas_ebpf.policy.lock import append_line, write_atomically
 from llamas_ebpf.snapshot import AccessRegion
@@ -59,6 +59,7 @@ class MoveResult:
     asked: int = 0  # resident pages looked at
     already: int = 0  # already on the target
     moved: int = 0
+    shared: int = 0  # not moved, by design: another process maps them too (libc's, shared memory)
     failed: int = 0
     gone: bool = False  # the process exited
     deferred: int = 0  # left for later: out of budget
@@ -239,8 +240,10 @@ class PageMover:
             if -errno.ENOMEM in status:
                 result.full = True
             moved = [(a, src) for (a, src), s in zip(chunk, status, strict=True) if s == node]
+            shared = status.count(-errno.EACCES)
             result.moved += len(moved)
-            result.failed += len(chunk) - len(moved)
+            result.shared += shared
+            result.failed += len(chunk) - len(moved) - shared
             budget.take(len(moved) * PAGE)
             self.host_budget.take(len(moved) * PAGE)
         return result
@@ -302,16 +305,20 @@ class PageMover:
         self.seconds += time.monotonic() - started
         self.whole_calls += 1
         # counted page by page: the call's figure leaves out pages it skipped (mapped by another
-        # process too), which did not move either
+        # process too), which did not move either; those are told apart by pagemap
         moved = 0
         if left >= 0:
             asked_again = array.array("Q")
             for first, count, _on in runs:
                 asked_again.extend(range(first, first + count * PAGE, PAGE))
             after = self._ask(pid, asked_again, result)
-            moved = after.count(node) if after is not None else 0
+            if after is not None:
+                moved = after.count(node)
+                stayed = [(first, count) for first, count, on in runs_off(
+                    [(first, first + count * PAGE) for first, count, _on in runs], after, node)]
+                result.shared = pagemap.shared_pages(pid, stayed)
         result.moved = moved
-        result.failed = moving - moved
+        result.failed = moving - moved - result.shared
         budget.take(result.moved * PAGE)
         self.host_budget.take(result.moved * PAGE)
         return result

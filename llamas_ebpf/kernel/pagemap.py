@@ -1,9 +1,10 @@
 """Where a process's pages are and which were written: /proc/PID/pagemap and clear_refs.
 
 pagemap holds one little-endian u64 per virtual page (Documentation/admin-guide/mm/pagemap.rst):
-bit 63 present, bit 62 swapped, bit 55 soft-dirty, bits 0-54 the page frame number (zero unless
-the reader has CAP_SYS_ADMIN). A PFN is mapped to its node through the node ranges of
-/proc/zoneinfo (kernel/nodes.pfn_ranges), the same ranges the numa_alloc probe uses.
+bit 63 present, bit 62 swapped, bit 56 mapped by this process alone, bit 55 soft-dirty, bits 0-54
+the page frame number (zero unless the reader has CAP_SYS_ADMIN). A PFN is mapped to its node
+through the node ranges of /proc/zoneinfo (kernel/nodes.pfn_ranges), the same ranges the
+numa_alloc probe uses.
 
 Writing 4 to /proc/PID/clear_refs clears the soft-dirty bits and write-protects the process's
 pages, so the first write to each page afterwards takes a fault that sets the bit again
@@ -26,6 +27,7 @@ from llamas_ebpf.kernel.nodes import PfnRange
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 PRESENT = 1 << 63
 SWAPPED = 1 << 62
+EXCLUSIVE = 1 << 56
 SOFT_DIRTY = 1 << 55
 PFN_MASK = (1 << 55) - 1
 ENTRY = 8
@@ -174,6 +176,29 @@ class Pagemap:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def shared_pages(pid: int, runs: Sequence[tuple[int, int]], proc: Path = Path("/proc")) -> int:
+    """Of the pages in `runs` (first address, pages), those present and mapped by another process
+    too (bit 56 clear): what migrate_pages(2) and move_pages(2) leave where it is unless told
+    to move it for every process (MPOL_MF_MOVE_ALL). 0 for a process that has exited."""
+    try:
+        reader = Pagemap(pid, proc)
+    except OSError:
+        return 0
+    shared = 0
+    with reader:
+        for first, count in runs:
+            page = first // PAGE_SIZE
+            for read_at in range(page, page + count, MAX_READ):
+                entries = array.array("Q")
+                try:
+                    entries.frombytes(os.pread(reader.fd, min(MAX_READ, page + count - read_at) * ENTRY,
+                                               read_at * ENTRY))
+                except OSError:
+                    return shared
+                shared += sum(1 for e in entries if e >= PRESENT and not e & EXCLUSIVE)
+    return shared
 
 
 def mappings(pid: int, proc: Path = Path("/proc")) -> list[tuple[int, int]]:

@@ -4,6 +4,7 @@ here): hot, warm and cold bytes per node, or the reason there are none, never a 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -67,3 +68,43 @@ def test_observe_json_and_doctor_say_how_access_is_seen():
     assert doctor.returncode == 0, doctor.stderr
     line = next(line for line in doctor.stdout.splitlines() if line.startswith("access"))
     assert snaps[-1]["access"]["method"] in line
+
+
+def test_pagemap_tells_the_pages_another_process_maps_too(tmp_path):
+    """What a move leaves where it is by design (migrate_pages and move_pages without
+    MPOL_MF_MOVE_ALL): a file mapped by a second process is shared, anonymous memory of this
+    process alone is not, by this kernel's pagemap (bit 56)."""
+    import ctypes
+    import mmap
+    import subprocess
+    import sys
+
+    from llamas_ebpf.kernel.pagemap import PAGE_SIZE, shared_pages
+
+    pages = 8
+    data = tmp_path / "data"
+    data.write_bytes(b"x" * pages * PAGE_SIZE)
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import mmap, sys\n"
+                               f"f = open({str(data)!r}, 'r+b')\nm = mmap.mmap(f.fileno(), 0)\n"
+                               f"_ = sum(m[i] for i in range(0, len(m), {PAGE_SIZE}))\n"
+                               "print('mapped', flush=True)\nsys.stdin.read()\n"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "mapped"
+        with open(data, "r+b") as f:
+            both = mmap.mmap(f.fileno(), 0)
+        mine = mmap.mmap(-1, pages * PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        for area in (both, mine):
+            for i in range(pages):
+                area[i * PAGE_SIZE] = area[i * PAGE_SIZE]  # present, each page
+        views = [(ctypes.c_char * (pages * PAGE_SIZE)).from_buffer(area) for area in (both, mine)]
+        both_at, mine_at = (ctypes.addressof(v) for v in views)
+        del views
+        assert shared_pages(os.getpid(), [(both_at, pages)]) == pages
+        assert shared_pages(os.getpid(), [(mine_at, pages)]) == 0
+        both.close()
+        mine.close()
+    finally:
+        holder.kill()
+        holder.wait()

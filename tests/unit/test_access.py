@@ -218,6 +218,18 @@ def test_pagemap_scan_reads_a_range_whole_or_sampled(tmp_path):
     assert sampled.bytes_by_node() == {0: pages // 2 * pagemap.PAGE_SIZE}
 
 
+
+def test_shared_pages_are_the_present_ones_another_process_maps_too(tmp_path):
+    """pagemap's bit 56 (mapped by this process alone) tells the pages a move leaves by design."""
+    entries = [pagemap.PRESENT | pagemap.EXCLUSIVE | 5, pagemap.PRESENT | 6, 0, pagemap.PRESENT | 7,
+               pagemap.SWAPPED]
+    (tmp_path / "42").mkdir()
+    (tmp_path / "42/pagemap").write_bytes(struct.pack(f"<{len(entries)}Q", *entries))
+    size = pagemap.PAGE_SIZE
+    assert pagemap.shared_pages(42, [(0, 5)], tmp_path) == 2
+    assert pagemap.shared_pages(42, [(0, 1), (3 * size, 2)], tmp_path) == 1
+    assert pagemap.shared_pages(43, [(0, 5)], tmp_path) == 0  # gone
+
 def test_regions_are_cut_at_mappings():
     vmas = [(0x1000, 0x3000), (0x3000, 0x4000), (0x8000, 0x9000)]
     assert pagemap.pieces(0x2000, 0x8800, vmas) == [(0x2000, 0x3000, vmas[0]), (0x3000, 0x4000, vmas[1]),
