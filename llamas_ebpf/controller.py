@@ -174,7 +174,9 @@ class Controller:
         watched = set(self.watch.baseline) if self.watch is not None else set()
         self.sensor.detail_pids = watched | set(self.enforcer.rule_of)
         self.enforcer.access_regions = self.sensor.access_regions
-        self.enforcer.write_slow = Topology(self.inventory).write_slow_ids()
+        topology = Topology(self.inventory)
+        self.enforcer.write_slow = topology.write_slow_ids()
+        self.enforcer.read_fast = frozenset(n.id for n in topology.reads_near_dram())
 
     def observe(self, seconds: float) -> list[Snapshot]:
         snaps: list[Snapshot] = []

@@ -24,6 +24,7 @@ from llamas_ebpf.actuator.pages import (
     REGION,
     PageJournal,
     PageMover,
+    Room,
     TokenBucket,
     by_heat,
     pages_of,
@@ -33,7 +34,7 @@ from llamas_ebpf.config import Guardrails
 from llamas_ebpf.errors import LlamasError
 from llamas_ebpf.failpoints import failpoint
 from llamas_ebpf.kernel import mounts, procfs
-from llamas_ebpf.metrics import PLACEMENT_PERIOD_S, PLACEMENT_WAIT_S
+from llamas_ebpf.metrics import PLACEMENT_PERIOD_S, PLACEMENT_WAIT_S, WRITE_HEAVY, WRITES_WAIT_S
 from llamas_ebpf.paths import Paths
 from llamas_ebpf.policy import compile as policy_compile
 from llamas_ebpf.policy.document import PolicyDocument
@@ -93,9 +94,13 @@ class Enforcer:
         # sets this to Sensor.access_regions; None: no figures, placement goes by mapping)
         self.access_regions: Callable[[int], list[AccessRegion] | None] = lambda tgid: None
         self.write_slow: set[int] = set()  # nodes that write slowly: no written region is demoted there
+        # write-slow nodes that read nearly as fast as DRAM: read-mostly memory may make room there
+        self.read_fast: frozenset[int] = frozenset()
         self.judged_at: dict[int, float] = {}  # tgid -> when its regions were last judged by heat
         self.by_heat: set[int] = set()  # taken processes placed by their regions' heat
         self.awaiting: dict[int, float] = {}  # tgid -> since when the access probe has had no regions
+        self.watched_since: dict[int, float] = {}  # tgid -> when its first regions came
+        self.judgements: dict[int, dict[str, object]] = {}  # tgid -> its last `judged` line
         self.whole: set[int] = set()  # taken processes whose every page goes home (by mapping)
         # rule name -> back end -> pages it moved, in the generation in force
         self.served_by: dict[str, dict[str, int]] = {}
@@ -260,6 +265,8 @@ class Enforcer:
         self.by_heat.discard(tgid)
         self.awaiting.pop(tgid, None)
         self.judged_at.pop(tgid, None)
+        self.watched_since.pop(tgid, None)
+        self.judgements.pop(tgid, None)
         self.whole.discard(tgid)
 
     def apply_raw(self, raw: bytes, advisor: str, source: str) -> Applied:
@@ -351,14 +358,39 @@ class Enforcer:
             self.judged_at[tgid] = now - PLACEMENT_PERIOD_S + 1.0  # look again in a second
             return []
         self.awaiting.pop(tgid, None)
+        since = self.watched_since.setdefault(tgid, now)
         rule, doc = self.compiled[rule_index], self.state.document
         memory = doc.rules[rule_index].memory if doc is not None else None
         cold_seconds = memory.cold_seconds if memory is not None else 30
+        # its writes are measured once any region has a written fraction (soft-dirty's first
+        # window, or write faults); until then, or WRITES_WAIT_S, a home short of room waits
+        measuring = all(r.written_fraction is None for r in regions) and now - since < WRITES_WAIT_S
+        room = Room(self.pages.free_bytes(rule.home_node), self.read_fast, hold_unknown=measuring)
         placed = by_heat(regions, resident_regions(tgid), rule.home_node, rule.demote_node, cold_seconds,
-                         self.write_slow)
+                         self.write_slow, room)
         self.judged_at[tgid] = now
         self.by_heat.add(tgid)
+        self._log_judgement(tgid, rule_index, placed, room, regions)
         return placed
+
+    def _log_judgement(self, tgid: int, rule_index: int, placed: list[tuple[int, int, int]], room: Room,
+                       regions: list[AccessRegion]) -> None:
+        """An audit line (`judged`) when what a process's regions were judged to need changes:
+        MiB bound for each node, what the home node had room for, whether its writes were
+        measured yet and how much of it is written, so a placement can be read back and explained."""
+        bound: dict[int, int] = {}
+        for start, end, node in placed:
+            bound[node] = bound.get(node, 0) + end - start
+        measured = [r for r in regions if r.written_fraction is not None]
+        written = sum(r.end - r.start for r in measured if r.written_fraction is not None
+                      and r.written_fraction >= WRITE_HEAVY)
+        fields = {"bound_mib": {str(node): size >> 20 for node, size in sorted(bound.items())},
+                  "home_free_mib": room.free >> 20, "writes": "measured" if measured else "not measured yet",
+                  "written_mib": written >> 20}
+        if self.judgements.get(tgid) != fields:
+            self.judgements[tgid] = fields
+            name = self.state.document.rules[rule_index].name if self.state.document is not None else ""
+            self.audit.append("judged", generation=self.state.generation, pid=tgid, rule=name, **fields)
 
     def demote_cold(self) -> int:
         """Where the access probe watches a taken process, judge its regions by heat again

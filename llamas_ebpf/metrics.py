@@ -45,6 +45,9 @@ MOVE_HOT_SHARE = 0.75  # a hot region moves home at this share of its process's 
 PLACEMENT_WAIT_S = 15.0  # a taken process waits this long for its first DAMON regions, then goes by mapping
 SOFT_DIRTY_PERIOD_S = 10.0  # a process's soft-dirty bits are cleared at most this often
 SOFT_DIRTY_MIN_S = 2.0  # a written fraction covers at least this long
+# where a home node is short of room, placement waits this long at most for the written fraction
+# (soft-dirty's first window, then the next placement read) before it moves memory of unknown writes
+WRITES_WAIT_S = SOFT_DIRTY_PERIOD_S + PLACEMENT_PERIOD_S
 
 
 def hot_min_accesses(samples_per_aggregation: int) -> float:

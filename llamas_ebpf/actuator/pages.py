@@ -21,7 +21,7 @@ from typing import Any
 
 from llamas_ebpf.failpoints import failpoint
 from llamas_ebpf.kernel import mempolicy, nodes, pagemap
-from llamas_ebpf.metrics import MOVE_HOT_SHARE, WRITE_HEAVY
+from llamas_ebpf.metrics import MOVE_HOT_SHARE, READ_MOSTLY, WRITE_HEAVY
 from llamas_ebpf.policy.lock import append_line, write_atomically
 from llamas_ebpf.snapshot import AccessRegion
 
@@ -397,8 +397,28 @@ def clip(start: int, end: int, ranges: list[tuple[int, int]]) -> list[tuple[int,
     return parts
 
 
+@dataclass(frozen=True)
+class Room:
+    """What a rule's home node can take now (the pages that would go there and are not there yet
+    compete for it), and what may make more of it: write-slow nodes that read nearly as fast as
+    DRAM (Topology.reads_near_dram), where read-mostly memory can go in its place."""
+
+    free: int  # bytes the home node can still take (PageMover.free_bytes)
+    read_fast: frozenset[int] = frozenset()
+    hold_unknown: bool = False  # writes not measured yet: memory of unknown writes waits for them
+
+
+def _share(region: AccessRegion, start: int, end: int, node: int, *, on: bool) -> int:
+    """A piece's part of the region's resident bytes on `node` (on=True) or off it, pro rata."""
+    total = sum(region.bytes_by_node.values())
+    there = region.bytes_by_node.get(node, 0)
+    size = there if on else total - there
+    return size * (end - start) // max(region.end - region.start, 1)
+
+
 def by_heat(regions: Sequence[AccessRegion], movable: list[tuple[int, int]], home: int, demote: int,
-            cold_seconds: float, write_slow: set[int]) -> list[tuple[int, int, int]]:
+            cold_seconds: float, write_slow: set[int],
+            room: Room | None = None) -> list[tuple[int, int, int]]:
     """Where each part of a process's memory belongs, by the heat the access probe saw: hot
     regions on `home`, once their accesses are at least MOVE_HOT_SHARE of the process's hottest
     region's (one that straddles hot and cold pages reads in between, and waits for DAMON to
@@ -407,25 +427,67 @@ def by_heat(regions: Sequence[AccessRegion], movable: list[tuple[int, int]], hom
     tell) and cold ones not that old yet stay where they are: they may be going either way, and a
     move is worth its cost only for what is known. With no `demote` (-1) the rule has one place
     for all of it, `home`. Only the `movable` parts (resident_regions), hot ones first, and the
-    written (WRITE_HEAVY) among those first of all: where `home` has room for only part of what
-    would go there, what is written gets it, since a write costs most on a slower node."""
+    written (WRITE_HEAVY) among those first of all, since a write costs most on a slower node.
+
+    With `room`, where `home` has no room for everything that would go there, what is written
+    gets it (_short_of_room): memory of unknown writes waits while they are measured, read-mostly
+    memory on `home` makes way to a node that reads nearly as fast, and the rest comes home only
+    as far as the room left allows."""
     peak = max((r.accesses for r in regions if r.heat == "hot"), default=0.0)
-    placed: list[tuple[int, int, int]] = []
-    written_home: set[int] = set()  # the starts of the pieces of written regions going home
+    going_home: list[tuple[AccessRegion, int, int]] = []
+    down: list[tuple[int, int, int]] = []
     for region in regions:
-        node = None
-        written = region.written_fraction is not None and region.written_fraction >= WRITE_HEAVY
+        written = _written(region)
         if demote < 0 or (region.heat == "hot" and region.accesses >= MOVE_HOT_SHARE * peak):
-            node = home
+            going_home += [(region, start, end) for start, end in clip(region.start, region.end, movable)]
         elif (region.heat == "cold" and region.age_s >= cold_seconds
               and not (written and demote in write_slow)):
-            node = demote
-        if node is not None:
-            pieces = clip(region.start, region.end, movable)
-            if node == home and written:
-                written_home.update(start for start, _end in pieces)
-            placed += [(start, end, node) for start, end in pieces]
-    placed.sort(key=lambda r: (r[2] != home, r[0] not in written_home))
+            down += [(start, end, demote) for start, end in clip(region.start, region.end, movable)]
+    going_home.sort(key=lambda piece: not _written(piece[0]))  # stable: address order within each
+    need = sum(_share(region, start, end, home, on=False) for region, start, end in going_home)
+    if room is not None and need > room.free:
+        return _short_of_room(going_home, home, room) + down
+    return [(start, end, home) for _region, start, end in going_home] + down
+
+
+def _written(region: AccessRegion) -> bool:
+    return region.written_fraction is not None and region.written_fraction >= WRITE_HEAVY
+
+
+def _short_of_room(going_home: list[tuple[AccessRegion, int, int]], home: int,
+                   room: Room) -> list[tuple[int, int, int]]:
+    """by_heat's placement where `home` cannot take all that would go there. The written pieces
+    go home, and before them, as much read-mostly memory (READ_MOSTLY) now on `home` as makes
+    room for them goes to a node in room.read_fast (it reads there nearly as fast, and is not
+    written). The other pieces come home only as far as the room left allows, in order, and
+    those of unknown writes not at all while room.hold_unknown: moved first, a range that is
+    only read would take the room a written one needs (the pmem benchmark's first placement
+    filled DRAM with its read range that way)."""
+    written = [(r, a, b) for r, a, b in going_home if _written(r)]
+    others = [(r, a, b) for r, a, b in going_home if not _written(r)]
+    free = room.free
+    wanted = sum(_share(r, a, b, home, on=False) for r, a, b in written)
+    spill = min((n for n in room.read_fast if n != home), default=None)
+    making_room: list[tuple[int, int, int]] = []
+    if spill is not None:
+        for region, start, end in others:
+            if free >= wanted:
+                break
+            reader = region.written_fraction is not None and region.written_fraction <= READ_MOSTLY
+            on_home = _share(region, start, end, home, on=True)
+            if reader and on_home:
+                making_room.append((start, end, spill))
+                free += on_home
+    placed = making_room + [(start, end, home) for _region, start, end in written]
+    free -= wanted
+    spilled = {(start, end) for start, end, _node in making_room}
+    for region, start, end in others:
+        if (start, end) in spilled or (room.hold_unknown and region.written_fraction is None):
+            continue
+        size = _share(region, start, end, home, on=False)
+        if size <= free:
+            placed.append((start, end, home))
+            free -= size
     return placed
 
 

@@ -77,14 +77,18 @@ def misplaced(toucher_binary, tmp_path):
 
 
 @contextlib.contextmanager
-def heuristic_daemon(env: dict[str, str], config_dir: Path, decide_every: int = 5) -> Iterator[list[str]]:
+def heuristic_daemon(env: dict[str, str], config_dir: Path, decide_every: int = 5,
+                     deny: tuple[int, ...] = (), prefix: tuple[str, ...] = ()) -> Iterator[list[str]]:
     """`llamas run --advisor heuristic` with this repository's devices/ and the test itself denied
-    (its own idle memory is not what is judged), ready ("deciding every") when the block starts,
+    (its own idle memory is not what is judged; `deny`: other helpers too), under `prefix`
+    (numactl, to keep its own memory off a node), ready ("deciding every") when the block starts,
     and stopped with SIGTERM (its rollback) after. Yields the lines it has said so far, to show in
     an assertion."""
-    (config_dir / "config.toml").write_text(f"[guardrails]\ndeny_pids = [{os.getpid()}]\n")
-    daemon = subprocess.Popen(["llamas", "run", "--advisor", "heuristic", "--decide-every", str(decide_every),
-                               "--devices", str(ROOT / "devices")], env=env, stderr=subprocess.PIPE, text=True)
+    denied = ", ".join(str(pid) for pid in (os.getpid(), *deny))
+    (config_dir / "config.toml").write_text(f"[guardrails]\ndeny_pids = [{denied}]\n")
+    daemon = subprocess.Popen([*prefix, "llamas", "run", "--advisor", "heuristic", "--decide-every",
+                               str(decide_every), "--devices", str(ROOT / "devices")],
+                              env=env, stderr=subprocess.PIPE, text=True)
     said: list[str] = []
     try:
         assert daemon.stderr is not None

@@ -229,6 +229,41 @@ def test_placement_by_heat_moves_hot_home_leaves_warm_and_young_cold_and_keeps_w
     assert by_heat([read, written], aligned(0, 4 * mib), 0, 2, 30, {2}) == [(2 * mib, 4 * mib, 0), (0, 2 * mib, 0)]
 
 
+
+def test_placement_short_of_room_gives_dram_to_what_is_written():
+    """Home (node 0) cannot take all that would go there: the written range gets it, read-mostly
+    memory on node 0 makes way to node 2 (write-slow, reads nearly as fast) as far as needed,
+    the rest comes home only within the room left, and memory of unknown writes waits while
+    they are measured. With room for all, nothing changes."""
+    from llamas_ebpf.actuator.pages import Room, aligned, by_heat
+    from llamas_ebpf.snapshot import AccessRegion
+
+    mib = 1 << 20
+    movable = aligned(0, 12 * mib)
+    written = AccessRegion(0, 4 * mib, 12.0, 20.0, "hot", {2: 4 * mib}, written_fraction=0.9)
+    read_home = AccessRegion(4 * mib, 8 * mib, 12.0, 20.0, "hot", {0: 4 * mib}, written_fraction=0.0)
+    read_slow = AccessRegion(8 * mib, 12 * mib, 12.0, 20.0, "hot", {2: 4 * mib}, written_fraction=0.0)
+    regions = [written, read_home, read_slow]
+    # 2 MiB free, 4 MiB written to bring: one 2 MiB piece of the read range on node 0 goes to
+    # node 2 first, then the written range comes home; the read range on node 2 stays there
+    assert by_heat(regions, movable, 0, -1, 30, {2}, Room(2 * mib, frozenset({2}))) == [
+        (4 * mib, 6 * mib, 2), (0, 2 * mib, 0), (2 * mib, 4 * mib, 0), (6 * mib, 8 * mib, 0)]
+    # no node that reads fast: nothing makes way, the written range still goes first
+    assert by_heat(regions, movable, 0, -1, 30, {2}, Room(2 * mib))[:2] == [(0, 2 * mib, 0), (2 * mib, 4 * mib, 0)]
+    # room for all of it: as without a room
+    plenty = by_heat(regions, movable, 0, -1, 30, {2}, Room(1 << 40, frozenset({2})))
+    assert plenty == by_heat(regions, movable, 0, -1, 30, {2})
+    assert plenty[:2] == [(0, 2 * mib, 0), (2 * mib, 4 * mib, 0)]
+    # writes not measured yet for the rest: it waits, the written range comes home
+    small = AccessRegion(0, 2 * mib, 12.0, 20.0, "hot", {2: 2 * mib}, written_fraction=0.9)
+    unknown = AccessRegion(2 * mib, 6 * mib, 12.0, 20.0, "hot", {2: 4 * mib})
+    movable = aligned(0, 6 * mib)
+    assert by_heat([small, unknown], movable, 0, -1, 30, {2}, Room(4 * mib, hold_unknown=True)) == [
+        (0, 2 * mib, 0)]
+    # once the wait is over, it comes home as far as the room left (2 MiB) allows
+    assert by_heat([small, unknown], movable, 0, -1, 30, {2}, Room(4 * mib)) == [
+        (0, 2 * mib, 0), (2 * mib, 4 * mib, 0)]
+
 def test_journal_forgets_exited_processes_and_sets_a_damaged_file_aside(tmp_path):
     """Originals of processes that exited go (100,000 short-lived processes must not grow the
     journal, and a reused pid must not inherit a dead process's original); a journal whose
