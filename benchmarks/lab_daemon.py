@@ -5,6 +5,7 @@ ready once it says "deciding every". Every line it says is kept, with when it sa
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,14 +19,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class Llamas:
     def __init__(self, work: Path, decide_every: float, pin_dir: str, deny: tuple[int, ...] = (),
-                 prefix: tuple[str, ...] = ()) -> None:
-        """`prefix`: run it under this (numactl, to keep its own memory off a node)."""
+                 prefix: tuple[str, ...] = (), deny_comm: tuple[str, ...] = ()) -> None:
+        """`prefix`: run it under this (numactl, to keep its own memory off a node); `deny_comm`:
+        names of helpers started after it, denied by name."""
         work.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(work / "state", ignore_errors=True)
         env = {**os.environ, "LLAMAS_STATE_DIR": str(work / "state"), "LLAMAS_CONFIG_DIR": str(work),
                "LLAMAS_PIN_DIR": pin_dir}
         pids = ", ".join(str(pid) for pid in (os.getpid(), *deny))
-        (work / "config.toml").write_text(f"[guardrails]\ndeny_pids = [{pids}]\n")
+        names = ", ".join(json.dumps(name) for name in deny_comm)
+        (work / "config.toml").write_text(f"[guardrails]\ndeny_pids = [{pids}]\ndeny_comm = [{names}]\n")
         self.audit = work / "state" / "audit.jsonl"
         started = time.monotonic()
         self.proc = subprocess.Popen(

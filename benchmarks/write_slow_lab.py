@@ -4,20 +4,26 @@ about as fast as DRAM and writes five times slower, devices/pmem.toml and the gu
 root:
 
     scripts/lab --topology pmem --timeout 1500 -- python benchmarks/write_slow_lab.py [--seconds 60]
+        [--layout both-slow|reads-in-dram] [--free-mib 96]
 
 The workload (tests/helpers/toucher.c `mix`) runs on node 0's CPU with the default memory
 policy (an explicit one, even --localalloc, takes its mappings out of NUMA balancing's scan)
 and, over and over, writes every page of one 64 MiB range and reads every page of another; both
 start on node 2. The page cache is dropped and a locked balloon (mlockall, bound to node 0)
-takes node 0's DRAM but --free-mib (96 by default: one range and half the other), once the
-workload is placed, so that the two ranges together do not fit in it, and no page cache there
-can be reclaimed to make room.
+takes node 0's DRAM but --free-mib of room (96 by default: one range and half the other; room is
+free memory above the kernel's watermarks and zone reserves, which on this 1 GiB node keep about
+60 MiB of the free memory back), so that the two ranges together do not fit in it, and no page
+cache there can be reclaimed to make room.
 llamas runs bound to node 1 (CPU and memory), so that its own 200 MB do not take node 0's. A
 spinner shares node 0's CPU (under TCG a process alone on its CPU never walks its page tables
 again: tests/guest/access.py).
 
-Four arms, one after the other, each with a fresh workload placed on node 2 and running before
-its clock starts, for --seconds:
+With `--layout reads-in-dram` the read range starts in node 0's DRAM instead, and (with
+`--free-mib 16`) the written range has no room there unless something makes way: what a host
+looks like after its read-mostly data got to DRAM first.
+
+Four arms, one after the other, each with a fresh workload placed and running before its clock
+starts, for --seconds:
   - none       numa_balancing=0: the floor;
   - kernel-1   numa_balancing=1: hinting faults move pages towards the CPU that touches them;
   - kernel-2   numa_balancing=2 and demotion_enabled=1: the kernel's memory tiering, promoting
@@ -53,7 +59,8 @@ from llamas_ebpf.kernel import mempolicy, nodes, procfs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.helpers.balloon import Balloon, free_mib  # noqa: E402
+from tests.helpers.balloon import NAME as BALLOON  # noqa: E402
+from tests.helpers.balloon import Balloon, free_mib, room_mib  # noqa: E402
 
 PAGES = 16384  # 64 MiB a range
 PAGE = 4096
@@ -68,15 +75,16 @@ def tiers() -> dict[str, str]:
 
 
 class Workload:
-    def __init__(self, binary: Path) -> None:
+    def __init__(self, binary: Path, layout: str) -> None:
         self.proc = subprocess.Popen(["numactl", "--cpunodebind=0", str(binary)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.written = self._touch()
         self.read = self._touch()
-        for start in (self.written, self.read):
+        read_on = 0 if layout == "reads-in-dram" else SLOW
+        for start, node in ((self.written, SLOW), (self.read, read_on)):
             for first in range(0, PAGES, 4096):
                 batch = [start + i * PAGE for i in range(first, min(first + 4096, PAGES))]
-                mempolicy.move_pages(self.proc.pid, batch, [SLOW] * len(batch))
+                mempolicy.move_pages(self.proc.pid, batch, [node] * len(batch))
         assert self.proc.stdin is not None
         self.proc.stdin.write("mix 3600\n")  # writes `written`, reads `read`, over and over
         self.proc.stdin.flush()
@@ -100,26 +108,28 @@ class Workload:
         self.proc.wait()
 
 
-def arm(name: str, binary: Path, seconds: float, work: Path, keep: int) -> dict[str, object]:
+def arm(name: str, binary: Path, seconds: float, work: Path, keep: int, layout: str) -> dict[str, object]:
     Path("/proc/sys/kernel/numa_balancing").write_text("0")
     Path("/sys/kernel/mm/numa/demotion_enabled").write_text("0")
-    # the workload first: its pages pass through node 0 on their way to node 2, and what they
-    # leave behind there (58 of 96 MiB were free at the first judgement of a run that made the
-    # balloon first) is then counted before the balloon takes the rest
-    workload = Workload(binary)
-    balloon = Balloon(keep)
     daemon = None
     startup = None
     if name == "llamas":
-        # bound to node 1, so that its own 200 MB do not take node 0's DRAM
-        daemon = Llamas(work, DECIDE_EVERY, "/sys/fs/bpf/llamas-write-slow", deny=(balloon.proc.pid,),
+        # started first, bound to node 1, so that its own 200 MB and its start-up (a BPF build)
+        # do not take node 0's DRAM: every arm's clock starts with the same room there (a run
+        # that started it after the balloon left 57 of 96 MiB free at its first judgement)
+        daemon = Llamas(work, DECIDE_EVERY, "/sys/fs/bpf/llamas-write-slow", deny_comm=(BALLOON,),
                         prefix=("numactl", "--cpunodebind=1", "--membind=1"))
         startup = round(daemon.startup_s, 1)
-    elif name == "kernel-2":
+    # the balloon, then the workload: a new process, which no arm can have judged before the
+    # balloon holds node 0 (its pages pass through node 0's room on their way to where they start)
+    balloon = Balloon(keep)
+    workload = Workload(binary, layout)
+    if name == "kernel-2":
         Path("/sys/kernel/mm/numa/demotion_enabled").write_text("1")
         Path("/proc/sys/kernel/numa_balancing").write_text("2")
     elif name == "kernel-1":
         Path("/proc/sys/kernel/numa_balancing").write_text("1")
+    room_at_start = room_mib(0)
     vm_before = procfs.vmstat()
     started = time.monotonic()
     t95 = None
@@ -140,7 +150,8 @@ def arm(name: str, binary: Path, seconds: float, work: Path, keep: int) -> dict[
         "pages_migrated": vm["pgmigrate_success"] - vm_before["pgmigrate_success"],
         "promoted": vm.get("pgpromote_success", 0) - vm_before.get("pgpromote_success", 0),
         "demoted": sum(vm.get(k, 0) - vm_before.get(k, 0) for k in ("pgdemote_kswapd", "pgdemote_direct")),
-        "node0_free_mib_at_end": free_mib(0), "balloon_mib": balloon.size, "llamas_startup_s": startup,
+        "node0_free_mib_at_end": free_mib(0), "node0_room_mib_at_start": room_at_start,
+        "balloon_mib": balloon.size, "llamas_startup_s": startup,
         "series": series,
     }
     if name == "llamas":
@@ -172,15 +183,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--free-mib", type=int, default=96, help="node 0 DRAM left free beside the balloon")
     parser.add_argument("--arms", default="none,kernel-1,kernel-2,llamas")
+    parser.add_argument("--layout", choices=("both-slow", "reads-in-dram"), default="both-slow",
+                        help="where the ranges start: both on node 2, or the read one in node 0's DRAM")
     args = parser.parse_args()
-    print(json.dumps({"memory_tiers": tiers(), "node_free_mib": {n: free_mib(n) for n in nodes.node_ids()}}),
-          flush=True)
+    print(json.dumps({"layout": args.layout, "memory_tiers": tiers(),
+                      "node_free_mib": {n: free_mib(n) for n in nodes.node_ids()}}), flush=True)
     work = Path(tempfile.mkdtemp(prefix="llamas-write-slow-"))
     binary = work / "lt-mix"
     subprocess.run(["gcc", "-O1", "-o", str(binary), str(ROOT / "tests/helpers/toucher.c")], check=True)
     spinner = subprocess.Popen(["numactl", "--cpunodebind=0", "sh", "-c", "while :; do :; done"])
     try:
-        results = [arm(name, binary, args.seconds, work, args.free_mib) for name in args.arms.split(",")]
+        results = [arm(name, binary, args.seconds, work, args.free_mib, args.layout)
+                   for name in args.arms.split(",")]
     finally:
         spinner.kill()
     kernel = [r for r in results if str(r["arm"]).startswith("kernel")]

@@ -28,7 +28,6 @@ from llamas_ebpf.snapshot import AccessRegion
 PAGE = 4096
 REGION = 2 << 20
 TARGET_BATCH_S = 0.020
-FREE_RESERVE = 0.02  # of a node's memory, kept out of a whole-process move's reckoning of room
 
 
 class TokenBucket:
@@ -250,12 +249,10 @@ class PageMover:
 
     @staticmethod
     def free_bytes(node: int) -> int:
-        """What the node has free now, less what the kernel keeps for itself (its high
-        watermark, about: FREE_RESERVE of the node), in bytes."""
-        total, free = nodes.memory_mb(node), nodes.memory_mb(node, key="MemFree")
-        if total is None or free is None:
-            return 1 << 62  # not known: let the call find out
-        return max(free - int(total * FREE_RESERVE), 0) << 20
+        """What the node can take now without the kernel reclaiming (nodes.room_pages: free
+        memory above each zone's high watermark and reserve), in bytes."""
+        pages = nodes.room_pages(node)
+        return (1 << 62) if pages is None else pages * PAGE  # not known: let the call find out
 
     def move_process(self, pid: int, node: int, budget: TokenBucket) -> MoveResult | None:
         """A whole-process home move in one migrate_pages(2) call, the path `migratepages`

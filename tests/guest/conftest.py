@@ -78,14 +78,14 @@ def misplaced(toucher_binary, tmp_path):
 
 @contextlib.contextmanager
 def heuristic_daemon(env: dict[str, str], config_dir: Path, decide_every: int = 5,
-                     deny: tuple[int, ...] = (), prefix: tuple[str, ...] = ()) -> Iterator[list[str]]:
+                     deny_comm: tuple[str, ...] = (), prefix: tuple[str, ...] = ()) -> Iterator[list[str]]:
     """`llamas run --advisor heuristic` with this repository's devices/ and the test itself denied
-    (its own idle memory is not what is judged; `deny`: other helpers too), under `prefix`
-    (numactl, to keep its own memory off a node), ready ("deciding every") when the block starts,
-    and stopped with SIGTERM (its rollback) after. Yields the lines it has said so far, to show in
-    an assertion."""
-    denied = ", ".join(str(pid) for pid in (os.getpid(), *deny))
-    (config_dir / "config.toml").write_text(f"[guardrails]\ndeny_pids = [{denied}]\n")
+    (its own idle memory is not what is judged; `deny_comm`: helpers started later, by name),
+    under `prefix` (numactl, to keep its own memory off a node), ready ("deciding every") when the
+    block starts, and stopped with SIGTERM (its rollback) after. Yields the lines it has said so
+    far, to show in an assertion."""
+    names = ", ".join(json.dumps(name) for name in deny_comm)
+    (config_dir / "config.toml").write_text(f"[guardrails]\ndeny_pids = [{os.getpid()}]\ndeny_comm = [{names}]\n")
     daemon = subprocess.Popen([*prefix, "llamas", "run", "--advisor", "heuristic", "--decide-every",
                                str(decide_every), "--devices", str(ROOT / "devices")],
                               env=env, stderr=subprocess.PIPE, text=True)

@@ -17,6 +17,7 @@ import pytest
 from llamas_ebpf.kernel import mempolicy
 from tests.guest.access import PAGE, PAGES, contender
 from tests.guest.conftest import applied_rules, heuristic_daemon
+from tests.helpers.balloon import NAME as BALLOON
 from tests.helpers.balloon import Balloon
 
 WITHIN_S = 90.0
@@ -32,16 +33,18 @@ def _nodes(pid: int, start: int) -> list[int]:
 
 def test_a_written_range_comes_off_the_write_slow_node(topology, env, spawn, tmp_path):
     assert topology.name == "pmem"
-    child = spawn("--cpunodebind=0")
-    written = child.touch("write", PAGES)
-    read = child.touch("write", PAGES)
-    for start in (written, read):
-        mempolicy.move_pages(child.pid, [start + i * PAGE for i in range(PAGES)], [2] * PAGES)
-        assert _nodes(child.pid, start).count(2) >= 0.95 * PAGES
-    child.begin("mix 900")  # writes `written`, reads `read`, over and over
-    # node 0 keeps room for one range and half the other; llamas itself lives on node 1
-    with Balloon(FREE_MIB) as balloon, heuristic_daemon(
-            env, tmp_path, deny=(balloon.proc.pid,), prefix=("numactl", "--cpunodebind=1", "--membind=1")) as said:
+    # llamas lives on node 1; once it is up (its per-CPU maps take some of node 0), node 0 keeps
+    # room for one range and half the other; then the process starts, which llamas cannot judge
+    # before MIN_RULE_AGE_S
+    with heuristic_daemon(env, tmp_path, deny_comm=(BALLOON,),
+                          prefix=("numactl", "--cpunodebind=1", "--membind=1")) as said, Balloon(FREE_MIB):
+        child = spawn("--cpunodebind=0")
+        written = child.touch("write", PAGES)
+        read = child.touch("write", PAGES)
+        for start in (written, read):
+            mempolicy.move_pages(child.pid, [start + i * PAGE for i in range(PAGES)], [2] * PAGES)
+            assert _nodes(child.pid, start).count(2) >= 0.95 * PAGES
+        child.begin("mix 900")  # writes `written`, reads `read`, over and over
         started = time.monotonic()
         off = 0.0
         while time.monotonic() - started < WITHIN_S:

@@ -10,8 +10,11 @@ from pathlib import Path
 
 from llamas_ebpf.kernel import nodes
 
+NAME = "llamas-balloon"  # its comm, for a deny list
+
 _HOLD = ("import ctypes, mmap, sys, time\n"
          "libc = ctypes.CDLL(None, use_errno=True)\n"
+         f"libc.prctl(15, b'{NAME}', 0, 0, 0)\n"  # PR_SET_NAME
          "if libc.mlockall(3) != 0:\n"  # MCL_CURRENT | MCL_FUTURE: every page faulted in and locked
          "    sys.exit('mlockall: errno %d' % ctypes.get_errno())\n"
          "held = mmap.mmap(-1, int(sys.argv[1]) << 20)\n"
@@ -23,16 +26,23 @@ def free_mib(node: int) -> int:
     return nodes.memory_mb(node, key="MemFree") or 0
 
 
+def room_mib(node: int) -> int:
+    """What the node can take without the kernel reclaiming (nodes.room_pages), in MiB."""
+    return (nodes.room_pages(node) or 0) * 4096 >> 20
+
+
 class Balloon:
-    """Node `node`'s DRAM, locked, but `keep` MiB free. The page cache is dropped first, so that
-    what is left free is all there is (the kernel would reclaim page cache to make room)."""
+    """Node `node`'s DRAM, locked, but `keep` MiB of room: free memory above the kernel's
+    watermarks and zone reserves (nodes.room_pages), which on the lab's 1 GiB node 0 are 60 MiB
+    of its free memory. The page cache is dropped first, so that what is left free is all there
+    is (the kernel would reclaim page cache to make room)."""
 
     def __init__(self, keep: int, node: int = 0) -> None:
         os.sync()
         Path("/proc/sys/vm/drop_caches").write_text("3")
-        size = free_mib(node) - keep
+        size = room_mib(node) - keep
         if size <= 0:
-            raise RuntimeError(f"node {node} has only {free_mib(node)} MiB free: nothing to hold")
+            raise RuntimeError(f"node {node} has only {room_mib(node)} MiB of room: nothing to hold")
         self.proc = subprocess.Popen(["numactl", f"--membind={node}", "python3", "-c", _HOLD, str(size)],
                                      stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None

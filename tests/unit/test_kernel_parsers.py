@@ -59,3 +59,25 @@ def test_nodes_from_a_fixture_root(tmp_path):
         nodes.PfnRange(262144, 524288, 1),
         nodes.PfnRange(524288, 786432, 2),
     ]
+
+
+def test_room_is_free_memory_above_each_zones_watermark_and_reserve(tmp_path):
+    """As the lab's 1 GiB node 0 has it: of 244,560 free pages, 3712 in the DMA zone (991 kept
+    back from user allocations, 174 high watermark) and a DMA32 high watermark of 11,517."""
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/zoneinfo").write_text(
+        "Node 0, zone      DMA\n  pages free     3712\n        min      116\n        low      145\n"
+        "        high     174\n        managed  3840\n        protection: (0, 991, 991, 991, 991)\n"
+        "  pagesets\n    cpu: 0\n              count: 0\n              high:  0\n"
+        "Node 0, zone    DMA32\n  pages free     240848\n        min      7679\n        low      9598\n"
+        "        high     11517\n        managed  253839\n        protection: (0, 0, 0, 0, 0)\n"
+        "  pagesets\n    cpu: 0\n              count: 12\n              high:  9598\n"
+        "Node 0, zone   Normal\n  pages free     0\n        min      0\n        low      0\n"
+        "        high     0\n        managed  0\n        protection: (0, 0, 0, 0, 0)\n"
+        "Node 1, zone    DMA32\n  pages free     216632\n        min      6948\n        low      8685\n"
+        "        high     10422\n        managed  231966\n        protection: (0, 0, 0, 0, 0)\n"
+    )
+    assert nodes.room_pages(0, tmp_path) == (3712 - 174 - 991) + (240848 - 11517)
+    assert nodes.room_pages(1, tmp_path) == 216632 - 10422
+    assert nodes.room_pages(2, tmp_path) == 0
+    assert nodes.room_pages(0, tmp_path / "nowhere") is None
