@@ -159,9 +159,15 @@ def arm(name: str, balancing: int, binary: Path, args: argparse.Namespace, work:
         said = [[round(t - started, 1), line[:300]] for t, line in llamas.lines if t >= started]
         result["llamas_said"] = said
         audit = work / name / "state" / "audit.jsonl"
-        result["llamas_rules"] = [rule for line in audit.read_text().splitlines()
-                                  if (entry := json.loads(line)).get("event") == "apply"
+        log = [json.loads(line) for line in audit.read_text().splitlines()]
+        result["llamas_rules"] = [rule for entry in log if entry.get("event") == "apply"
                                   for rule in entry["document"]["rules"]]
+        # when each rule, judgement and placement came, on the arm's clock
+        wall = time.time() - (time.monotonic() - started)
+        result["llamas_events"] = [
+            {"at_s": round(e["time"] - wall, 1), "event": e["event"],
+             **{k: e[k] for k in ("generation", "bound_mib", "home_free_mib", "served_by") if k in e}}
+            for e in log if e["event"] in ("apply", "judged", "placed")]
         llamas.stop()
     return result
 

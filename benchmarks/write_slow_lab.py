@@ -122,7 +122,8 @@ def arm(name: str, binary: Path, seconds: float, work: Path, keep: int, layout: 
         startup = round(daemon.startup_s, 1)
     # the balloon, then the workload: a new process, which no arm can have judged before the
     # balloon holds node 0 (its pages pass through node 0's room on their way to where they start)
-    balloon = Balloon(keep)
+    # with the read range to start in DRAM, the balloon leaves room for it too
+    balloon = Balloon(keep + (PAGES * PAGE >> 20 if layout == "reads-in-dram" else 0))
     workload = Workload(binary, layout)
     if name == "kernel-2":
         Path("/sys/kernel/mm/numa/demotion_enabled").write_text("1")
