@@ -27,6 +27,7 @@ from llamas_ebpf.actuator.pages import (
     Room,
     TokenBucket,
     by_heat,
+    held_back,
     pages_of,
     resident_regions,
 )
@@ -34,7 +35,7 @@ from llamas_ebpf.config import Guardrails
 from llamas_ebpf.errors import LlamasError
 from llamas_ebpf.failpoints import failpoint
 from llamas_ebpf.kernel import mounts, procfs
-from llamas_ebpf.metrics import PLACEMENT_PERIOD_S, PLACEMENT_WAIT_S, WRITE_HEAVY, WRITES_WAIT_S
+from llamas_ebpf.metrics import PLACEMENT_PERIOD_S, PLACEMENT_WAIT_S, RECHECK_S, WRITE_HEAVY, WRITES_WAIT_S
 from llamas_ebpf.paths import Paths
 from llamas_ebpf.policy import compile as policy_compile
 from llamas_ebpf.policy.document import PolicyDocument
@@ -355,7 +356,7 @@ class Enforcer:
                 self.awaiting.pop(tgid, None)
                 return None
             self.by_heat.add(tgid)
-            self.judged_at[tgid] = now - PLACEMENT_PERIOD_S + 1.0  # look again in a second
+            self.judged_at[tgid] = now - PLACEMENT_PERIOD_S + RECHECK_S  # look again soon
             return []
         self.awaiting.pop(tgid, None)
         since = self.watched_since.setdefault(tgid, now)
@@ -368,7 +369,10 @@ class Enforcer:
         room = Room(self.pages.free_bytes(rule.home_node), self.read_fast, hold_unknown=measuring)
         placed = by_heat(regions, resident_regions(tgid), rule.home_node, rule.demote_node, cold_seconds,
                          self.write_slow, room)
-        self.judged_at[tgid] = now
+        # a hot region held back is judged again after DAMON's next aggregation: a convergence
+        # run here moved 81% of the hot pages at the first judgement and the rest 5 s later
+        held = held_back(regions, rule.home_node)
+        self.judged_at[tgid] = now - PLACEMENT_PERIOD_S + RECHECK_S if held else now
         self.by_heat.add(tgid)
         self._log_judgement(tgid, rule_index, placed, room, regions)
         return placed

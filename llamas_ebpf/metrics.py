@@ -42,6 +42,9 @@ ACCESS_REGIONS_KEPT = 24  # regions per process a snapshot keeps (the largest, n
 PAGEMAP_PAGES = 32_768  # pagemap entries read per interval, all processes (256 KiB; larger ranges sampled)
 PLACEMENT_PERIOD_S = 5.0  # a region's placement is read again at most this often (pages move slowly)
 MOVE_HOT_SHARE = 0.75  # a hot region moves home at this share of its process's hottest region's accesses
+# a process whose judgement waited on DAMON (no regions yet, a hot region held back below
+# MOVE_HOT_SHARE) is judged again this soon: DAMON's next aggregation
+RECHECK_S = 1.0
 PLACEMENT_WAIT_S = 15.0  # a taken process waits this long for its first DAMON regions, then goes by mapping
 SOFT_DIRTY_PERIOD_S = 10.0  # a process's soft-dirty bits are cleared at most this often
 SOFT_DIRTY_MIN_S = 2.0  # a written fraction covers at least this long

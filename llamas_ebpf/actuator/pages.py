@@ -430,7 +430,7 @@ def by_heat(regions: Sequence[AccessRegion], movable: list[tuple[int, int]], hom
     gets it (_short_of_room): memory of unknown writes waits while they are measured, read-mostly
     memory on `home` makes way to a node that reads nearly as fast, and the rest comes home only
     as far as the room left allows."""
-    peak = max((r.accesses for r in regions if r.heat == "hot"), default=0.0)
+    peak = _peak(regions)
     going_home: list[tuple[AccessRegion, int, int]] = []
     down: list[tuple[int, int, int]] = []
     for region in regions:
@@ -445,6 +445,20 @@ def by_heat(regions: Sequence[AccessRegion], movable: list[tuple[int, int]], hom
     if room is not None and need > room.free:
         return _short_of_room(going_home, home, room) + down
     return [(start, end, home) for _region, start, end in going_home] + down
+
+
+def _peak(regions: Sequence[AccessRegion]) -> float:
+    return max((r.accesses for r in regions if r.heat == "hot"), default=0.0)
+
+
+def held_back(regions: Sequence[AccessRegion], home: int) -> bool:
+    """Whether by_heat holds back a hot region with memory off `home` (below MOVE_HOT_SHARE of
+    the hottest region's accesses): one that straddles hot and cold pages until DAMON splits it,
+    or one whose sampled accesses read low this time; worth judging again at the next
+    aggregation rather than a placement period later."""
+    peak = _peak(regions)
+    return any(r.heat == "hot" and r.accesses < MOVE_HOT_SHARE * peak
+               and sum(r.bytes_by_node.values()) > r.bytes_by_node.get(home, 0) for r in regions)
 
 
 def _written(region: AccessRegion) -> bool:

@@ -64,8 +64,9 @@ def placement() -> dict[str, Any]:
     from llamas_ebpf.policy.state import AuditLog, PolicyState
 
     release = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
-    damos = ("in this kernel (6.11+), not used by llamas yet: rules go by process, DAMOS by "
-             "physical address" if release >= (6, 11) else "not in this kernel (6.11+)")
+    damos = ("in this kernel (6.11+), not used: it moves physical pages and records no page's "
+             "former node, so llamas could neither journal nor roll back its moves"
+             if release >= (6, 11) else "not in this kernel (6.11+)")
     back_ends = {
         "migrate_pages": "a whole process's pages home in one call, where its rule's budget covers them",
         "move_pages": "regions by heat (DAMON), mappings (smaps), cold mappings down; in budgeted batches",

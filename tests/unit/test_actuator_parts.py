@@ -223,6 +223,14 @@ def test_placement_by_heat_moves_hot_home_leaves_warm_and_young_cold_and_keeps_w
     everything = by_heat(regions, movable, 0, -1, 30, set())
     assert everything[0] == (12 * mib, 14 * mib, 0)
     assert sorted(everything) == [(start, end, 0) for start, end in movable]
+    # the region at a third of the peak is held back, and worth judging again soon; once its
+    # memory is home, or once it is as hot as the rest, it is not
+    from llamas_ebpf.actuator.pages import held_back
+
+    assert held_back([regions[0], AccessRegion(20 * mib, 24 * mib, 4.0, 45.0, "hot", {2: 4 * mib})], home=0)
+    at_home = AccessRegion(20 * mib, 24 * mib, 4.0, 45.0, "hot", {0: 4 * mib})
+    assert not held_back([regions[0], at_home], home=0)
+    assert not held_back([regions[0], AccessRegion(20 * mib, 24 * mib, 11.0, 45.0, "hot", {2: 4 * mib})], home=0)
     # two hot regions, the second written: it goes home first (home may have room for one)
     read, written = AccessRegion(0, 2 * mib, 12.0, 20.0, "hot", written_fraction=0.0), \
         AccessRegion(2 * mib, 4 * mib, 12.0, 20.0, "hot", written_fraction=0.9)
