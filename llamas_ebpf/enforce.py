@@ -28,6 +28,7 @@ from llamas_ebpf.actuator.pages import (
     TokenBucket,
     by_heat,
     held_back,
+    is_written,
     pages_of,
     resident_regions,
 )
@@ -35,7 +36,7 @@ from llamas_ebpf.config import Guardrails
 from llamas_ebpf.errors import LlamasError
 from llamas_ebpf.failpoints import failpoint
 from llamas_ebpf.kernel import mounts, procfs
-from llamas_ebpf.metrics import PLACEMENT_PERIOD_S, PLACEMENT_WAIT_S, RECHECK_S, WRITE_HEAVY, WRITES_WAIT_S
+from llamas_ebpf.metrics import PLACEMENT_PERIOD_S, PLACEMENT_WAIT_S, RECHECK_S, WRITES_WAIT_S
 from llamas_ebpf.paths import Paths
 from llamas_ebpf.policy import compile as policy_compile
 from llamas_ebpf.policy.document import PolicyDocument
@@ -385,9 +386,8 @@ class Enforcer:
         bound: dict[int, int] = {}
         for start, end, node in placed:
             bound[node] = bound.get(node, 0) + end - start
-        measured = [r for r in regions if r.written_fraction is not None]
-        written = sum(r.end - r.start for r in measured if r.written_fraction is not None
-                      and r.written_fraction >= WRITE_HEAVY)
+        measured = any(r.written_fraction is not None for r in regions)
+        written = sum(r.end - r.start for r in regions if is_written(r))
         fields = {"bound_mib": {str(node): size >> 20 for node, size in sorted(bound.items())},
                   "home_free_mib": room.free >> 20, "writes": "measured" if measured else "not measured yet",
                   "written_mib": written >> 20}

@@ -434,13 +434,13 @@ def by_heat(regions: Sequence[AccessRegion], movable: list[tuple[int, int]], hom
     going_home: list[tuple[AccessRegion, int, int]] = []
     down: list[tuple[int, int, int]] = []
     for region in regions:
-        written = _written(region)
+        written = is_written(region)
         if demote < 0 or (region.heat == "hot" and region.accesses >= MOVE_HOT_SHARE * peak):
             going_home += [(region, start, end) for start, end in clip(region.start, region.end, movable)]
         elif (region.heat == "cold" and region.age_s >= cold_seconds
               and not (written and demote in write_slow)):
             down += [(start, end, demote) for start, end in clip(region.start, region.end, movable)]
-    going_home.sort(key=lambda piece: not _written(piece[0]))  # stable: address order within each
+    going_home.sort(key=lambda piece: not is_written(piece[0]))  # stable: address order within each
     need = sum(_share(region, start, end, home, on=False) for region, start, end in going_home)
     if room is not None and need > room.free:
         return _short_of_room(going_home, home, room) + down
@@ -461,7 +461,8 @@ def held_back(regions: Sequence[AccessRegion], home: int) -> bool:
                and sum(r.bytes_by_node.values()) > r.bytes_by_node.get(home, 0) for r in regions)
 
 
-def _written(region: AccessRegion) -> bool:
+def is_written(region: AccessRegion) -> bool:
+    """Written enough to be a writer's (WRITE_HEAVY of its resident pages, by soft-dirty or write faults)."""
     return region.written_fraction is not None and region.written_fraction >= WRITE_HEAVY
 
 
@@ -474,8 +475,8 @@ def _short_of_room(going_home: list[tuple[AccessRegion, int, int]], home: int,
     those of unknown writes not at all while room.hold_unknown: moved first, a range that is
     only read would take the room a written one needs (the pmem benchmark's first placement
     filled DRAM with its read range that way)."""
-    written = [(r, a, b) for r, a, b in going_home if _written(r)]
-    others = [(r, a, b) for r, a, b in going_home if not _written(r)]
+    written = [(r, a, b) for r, a, b in going_home if is_written(r)]
+    others = [(r, a, b) for r, a, b in going_home if not is_written(r)]
     free = room.free
     wanted = sum(_share(r, a, b, home, on=False) for r, a, b in written)
     spill = min((n for n in room.read_fast if n != home), default=None)
