@@ -1,7 +1,7 @@
 """`llamas run --advisor heuristic` for the lab benchmarks (convergence_lab.py, steady_lab.py,
-write_slow_lab.py): its own state, config and pin directory under `work`, the harness (and any
-`deny` pids) in its deny list, since what they hold idle is not the workload being judged;
-ready once it says "deciding every". Every line it says is kept, with when it said it."""
+write_slow_lab.py): its own state, config and pin directory under `work`, the harness (and
+helpers named in `deny_comm`) in its deny list, since what they hold idle is not the workload
+being judged; ready once it says "deciding every". Every line it says is kept, with when it said it."""
 
 from __future__ import annotations
 
@@ -18,17 +18,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Llamas:
-    def __init__(self, work: Path, decide_every: float, pin_dir: str, deny: tuple[int, ...] = (),
-                 prefix: tuple[str, ...] = (), deny_comm: tuple[str, ...] = ()) -> None:
+    def __init__(self, work: Path, decide_every: float, pin_dir: str, prefix: tuple[str, ...] = (),
+                 deny_comm: tuple[str, ...] = ()) -> None:
         """`prefix`: run it under this (numactl, to keep its own memory off a node); `deny_comm`:
         names of helpers started after it, denied by name."""
         work.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(work / "state", ignore_errors=True)
         env = {**os.environ, "LLAMAS_STATE_DIR": str(work / "state"), "LLAMAS_CONFIG_DIR": str(work),
                "LLAMAS_PIN_DIR": pin_dir}
-        pids = ", ".join(str(pid) for pid in (os.getpid(), *deny))
         names = ", ".join(json.dumps(name) for name in deny_comm)
-        (work / "config.toml").write_text(f"[guardrails]\ndeny_pids = [{pids}]\ndeny_comm = [{names}]\n")
+        (work / "config.toml").write_text(
+            f"[guardrails]\ndeny_pids = [{os.getpid()}]\ndeny_comm = [{names}]\n")
         self.audit = work / "state" / "audit.jsonl"
         started = time.monotonic()
         self.proc = subprocess.Popen(
