@@ -1,8 +1,8 @@
 """Policy enforcement in the lab: run inside the `tiered` guest, as root.
 
-    scripts/lab -- python benchmarks/policy_lab.py [--pages 20000] [--rounds 3]
+    scripts/lab -- python benchmarks/policy_lab.py [--pages 20000] [--rounds 6]
 
-In one run, alternating:
+In one run, alternating (each arm going first in turn, since the guest's speed drifts):
   - migration throughput: llamas' actuator (PageMover, unlimited budget) in budgeted move_pages
     batches, and its whole-process back end (one migrate_pages call), against numactl's
     `migratepages` moving the same process's pages between node1 and node0, as pages/s and ratio;
@@ -51,7 +51,7 @@ def on_node(pid: int, node: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pages", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
     binary = work / "lt-bench"
@@ -61,28 +61,43 @@ def main() -> None:
     # -- throughput, alternating
     child = toucher(binary, args.pages, "--cpunodebind=0", "--preferred=1")
     ours, whole, theirs = [], [], []
+    call_share: list[float] = []  # of a whole-process move's time, the migrate_pages call's
     mover = PageMover(TokenBucket(1e6), PageJournal(work / "pages.jsonl"))
-    for _ in range(args.rounds):
-        # the whole-process back end: one migrate_pages(2), after asking where every page is
-        subprocess.run(["migratepages", str(child.pid), "0", "1"], check=True)
+
+    def whole_process() -> None:  # the whole-process back end: one migrate_pages(2)
         count = on_node(child.pid, 1)
-        started = time.monotonic()
+        started, in_call = time.monotonic(), mover.seconds
         result = mover.move_process(child.pid, 0, TokenBucket(1e6))
         assert result is not None
-        whole.append(result.moved / (time.monotonic() - started))
+        took = time.monotonic() - started
+        whole.append(result.moved / took)
+        call_share.append((mover.seconds - in_call) / took)
         assert on_node(child.pid, 1) < 0.05 * count
-        subprocess.run(["migratepages", str(child.pid), "0", "1"], check=True)
+
+    def migratepages() -> None:
         count = on_node(child.pid, 1)
         started = time.monotonic()
         subprocess.run(["migratepages", str(child.pid), "1", "0"], check=True)
         theirs.append(count / (time.monotonic() - started))
-        subprocess.run(["migratepages", str(child.pid), "0", "1"], check=True)
+
+    def batches() -> None:
         count = on_node(child.pid, 1)
         started = time.monotonic()
         addresses = [a for start, end in resident_regions(child.pid) for a in pages_of(start, end)]
         moved = mover.move(child.pid, addresses, 0, TokenBucket(1e6)).moved
         ours.append(moved / (time.monotonic() - started))
         assert on_node(child.pid, 1) < 0.05 * count
+
+    arms = [whole_process, migratepages, batches]
+    for arm in arms:  # a round to warm up (the first calls in a fresh guest), not counted
+        subprocess.run(["migratepages", str(child.pid), "0", "1"], check=True)
+        arm()
+    del whole[:], theirs[:], ours[:], call_share[:]
+    for round_ in range(args.rounds):
+        # each arm goes first in turn: this guest's speed drifts within a run
+        for arm in arms[round_ % 3:] + arms[:round_ % 3]:
+            subprocess.run(["migratepages", str(child.pid), "0", "1"], check=True)
+            arm()
     child.kill()
 
     # -- apply -> enforced, and the controller's cost per request
@@ -129,6 +144,10 @@ def main() -> None:
         "llamas_whole_process_pages_per_s": round(statistics.median(whole)),
         "ratio_whole_process_over_migratepages": round(statistics.median(whole) / statistics.median(theirs),
                                                        2),
+        "ratio_whole_process_each_round": [round(w / t, 2) for w, t in zip(whole, theirs, strict=True)],
+        "whole_process_pages_per_s_each_round": [round(w) for w in whole],
+        "whole_process_in_the_call_each_round": [round(c, 2) for c in call_share],
+        "migratepages_pages_per_s_each_round": [round(t) for t in theirs],
         "apply_to_enforced_ms_one_shot": round(apply_latency * 1000, 1),
         "exec_to_pinned_ms_median": round(statistics.median(exec_latencies) * 1000, 1),
         "requests_served": served,

@@ -259,12 +259,15 @@ class PageMover:
         takes, where the budgets and the node's free memory cover every page that would move
         now (else None: the caller moves it in budgeted move_pages batches, in its own order).
         Every page of every mapping is asked where it is first, and those not on `node`
-        journalled before the call, as move() does; they are asked again after it, and the
-        pages found on `node` are the pages moved.
+        journalled before the call, as move() does.
 
-        The page lists are arrays, and the runs of pages to move are found per mapping with
-        itertools.groupby, not page by page in Python: a 20,000-page process spent more time
-        here than in the kernel's migration."""
+        Asked once: what moved is counted from the call's own figure (the pages it could not
+        move) less the pages another process maps too, which it skips without counting them
+        (pagemap's bit 56, read before the call). Only where the call reports pages it could
+        not move, or the node filled part way, are the journalled pages asked again, page by
+        page. The page lists are arrays, and the runs of pages to move are found per mapping
+        with itertools.groupby, not page by page in Python: a 20,000-page process spent more
+        time here than in the kernel's migration."""
         result = MoveResult()
         regions = mapped_regions(pid)
         addresses = array.array("Q")
@@ -286,6 +289,7 @@ class PageMover:
             # no room for; in batches, the caller's order (written regions first) decides
             return None
         self.journal.record_runs(pid, runs)  # written ahead, as in move()
+        shared = pagemap.shared_pages(pid, [(first, count) for first, count, _on in runs])
         started = time.monotonic()
         try:
             left = mempolicy.migrate_pages(pid, {on for _, _, on in runs}, node)
@@ -296,26 +300,24 @@ class PageMover:
             if exc.errno != errno.ENOMEM:
                 raise
             result.full = True  # the node filled up part way: count what did move, below
-            left = 0
+            left = -1
         failpoint("pages.moved-batch")
         self.calls += 1
         self.seconds += time.monotonic() - started
         self.whole_calls += 1
-        # counted page by page: the call's figure leaves out pages it skipped (mapped by another
-        # process too), which did not move either; those are told apart by pagemap
-        moved = 0
-        if left >= 0:
+        if left == 0:
+            result.moved, result.shared = moving - shared, shared
+        else:  # some did not move: which, page by page
             asked_again = array.array("Q")
             for first, count, _on in runs:
                 asked_again.extend(range(first, first + count * PAGE, PAGE))
             after = self._ask(pid, asked_again, result)
             if after is not None:
-                moved = after.count(node)
+                result.moved = after.count(node)
                 stayed = [(first, count) for first, count, on in runs_off(
                     [(first, first + count * PAGE) for first, count, _on in runs], after, node)]
                 result.shared = pagemap.shared_pages(pid, stayed)
-        result.moved = moved
-        result.failed = moving - moved - result.shared
+        result.failed = moving - result.moved - result.shared
         budget.take(result.moved * PAGE)
         self.host_budget.take(result.moved * PAGE)
         return result

@@ -18,6 +18,7 @@ import array
 import bisect
 import os
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +179,12 @@ class Pagemap:
         self.close()
 
 
+# an entry's top byte (bits 56-63) -> 1 where the page is present (63) and another process maps
+# it too (56 clear); counted over bytes.translate, at C speed, not entry by entry in Python
+_TOP = 7 if sys.byteorder == "little" else 0
+_SHARED_TOP = bytes(1 if top & 0x81 == 0x80 else 0 for top in range(256))
+
+
 def shared_pages(pid: int, runs: Sequence[tuple[int, int]], proc: Path = Path("/proc")) -> int:
     """Of the pages in `runs` (first address, pages), those present and mapped by another process
     too (bit 56 clear): what migrate_pages(2) and move_pages(2) leave where it is unless told
@@ -191,13 +198,11 @@ def shared_pages(pid: int, runs: Sequence[tuple[int, int]], proc: Path = Path("/
         for first, count in runs:
             page = first // PAGE_SIZE
             for read_at in range(page, page + count, MAX_READ):
-                entries = array.array("Q")
                 try:
-                    entries.frombytes(os.pread(reader.fd, min(MAX_READ, page + count - read_at) * ENTRY,
-                                               read_at * ENTRY))
+                    raw = os.pread(reader.fd, min(MAX_READ, page + count - read_at) * ENTRY, read_at * ENTRY)
                 except OSError:
                     return shared
-                shared += sum(1 for e in entries if e >= PRESENT and not e & EXCLUSIVE)
+                shared += raw[_TOP::ENTRY].translate(_SHARED_TOP).count(1)
     return shared
 
 
