@@ -408,9 +408,7 @@ class CounterMap:
     bytes did not change since the last read is not decoded at all.
 
     With an `owner`, keys whose owning task is gone are read one last time, then deleted from the
-    map (at the first read that finds the key unchanged: only those are asked whether their task
-    lives, a thousand fewer kill(2) calls a read when a thousand processes fault), so a full map
-    means many live keys, not many dead ones. Evictions by the LRU are counted
+    map, so a full map means many live keys, not many dead ones. Evictions by the LRU are counted
     as inserts - live keys - keys we deleted.
 
     With a `cache` (the map's LLAMAS_CACHED slots, bpf/llamas.h), a key's count is the map's
@@ -467,12 +465,10 @@ class CounterMap:
         deltas: dict[tuple[int, ...], tuple[int, ...]] = {}
         current: dict[bytes, tuple[bytes, tuple[int, ...]]] = {}
         changed: list[bytes] = []
-        unchanged: list[bytes] = []
         for raw_key, raw_value in table_items(self.table, self._value_size):
             before = self._prev.get(raw_key)
             if before is not None and before[0] == raw_value:
                 current[raw_key] = before
-                unchanged.append(raw_key)
                 continue
             value = self._decode(raw_value)
             current[raw_key] = (raw_value, value)
@@ -489,9 +485,7 @@ class CounterMap:
             held = self._read_cache()
             deltas = self._cached_deltas(current, changed, held, alive)
         if self.owner is not None:
-            # a key that changed belongs to a task that ran in the interval: it is asked about
-            # at the first read that finds it unchanged (one interval later for one that ended)
-            for raw_key in unchanged:
+            for raw_key in list(current):
                 key = self._key.unpack(raw_key)
                 if not alive(self.owner(key)):
                     with contextlib.suppress(KeyError):
