@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llamas_ebpf.failpoints import failpoint
-from llamas_ebpf.kernel import mempolicy, nodes, pagemap
+from llamas_ebpf.kernel import mempolicy, nodes, pagemap, procfs
 from llamas_ebpf.metrics import MOVE_HOT_SHARE, READ_MOSTLY, WRITE_HEAVY
 from llamas_ebpf.policy.lock import append_line, write_atomically
 from llamas_ebpf.snapshot import AccessRegion
@@ -258,28 +258,52 @@ class PageMover:
         """A whole-process home move in one migrate_pages(2) call, the path `migratepages`
         takes, where the budgets and the node's free memory cover every page that would move
         now (else None: the caller moves it in budgeted move_pages batches, in its own order).
-        Every page of every mapping is asked where it is first, and those not on `node`
-        journalled before the call, as move() does.
+        Where every page is, is found first, and those not on `node` journalled before the
+        call, as move() does: per mapping, from numa_maps' count per node where all its
+        resident pages are on one other node (then its present pages, from pagemap, are the
+        ones to move), and page by page (move_pages' query) where they are on several.
 
         Asked once: what moved is counted from the call's own figure (the pages it could not
         move) less the pages another process maps too, which it skips without counting them
         (pagemap's bit 56, read before the call). Only where the call reports pages it could
         not move, or the node filled part way, are the journalled pages asked again, page by
-        page. The page lists are arrays, and the runs of pages to move are found per mapping
-        with itertools.groupby, not page by page in Python: a 20,000-page process spent more
-        time here than in the kernel's migration."""
+        page. Nothing here goes page by page in Python (runs are found with bytes.find over
+        pagemap, or itertools.groupby over the query's answer): a 20,000-page process once spent
+        more time here than in the kernel's migration."""
         result = MoveResult()
-        regions = mapped_regions(pid)
-        addresses = array.array("Q")
-        for start, end in regions:
-            addresses.extend(range(start, end, PAGE))
-        where = self._ask(pid, addresses, result)
-        if where is None:
+        try:
+            placed = mempolicy.pages_per_mapping(pid)
+            reader = pagemap.Pagemap(pid)
+        except OSError:
+            if procfs.alive(pid):
+                raise
+            result.gone = True  # its /proc files went with it
             return result
-        runs = runs_off(regions, where, node)
+        runs: list[tuple[int, int, int]] = []
+        shared = already = 0
+        with reader:
+            for start, end in movable_mappings(pid):
+                counts, hugetlb = placed.get(start, ({}, False))
+                already += counts.get(node, 0)
+                off = [on for on in counts if on != node]
+                if not off:
+                    continue
+                if len(counts) == 1 and not hugetlb:
+                    # every resident page on one other node (numa_maps): the present ones are
+                    # the pages to move, found in pagemap without asking page by page
+                    present, vma_shared = reader.present_runs(start, end, MAX_RUN)
+                    runs += [(first, count, off[0]) for first, count in present]
+                    shared += vma_shared
+                    continue
+                # pages on several nodes (or hugetlb): asked where each is
+                where = self._ask(pid, array.array("Q", range(start, end, PAGE)), result)
+                if where is None:
+                    return result
+                mixed = runs_off([(start, end)], where, node)
+                runs += mixed
+                shared += pagemap.shared_pages(pid, [(first, count) for first, count, _on in mixed])
         moving = sum(count for _first, count, _on in runs)
-        result.asked = len(where) - sum(where.count(e) for e in set(where) if e < 0)
-        result.already = result.asked - moving
+        result.asked, result.already = already + moving, already
         if not runs:
             return result
         if moving * PAGE > min(budget.available(), self.host_budget.available()):
@@ -289,7 +313,6 @@ class PageMover:
             # no room for; in batches, the caller's order (written regions first) decides
             return None
         self.journal.record_runs(pid, runs)  # written ahead, as in move()
-        shared = pagemap.shared_pages(pid, [(first, count) for first, count, _on in runs])
         started = time.monotonic()
         try:
             left = mempolicy.migrate_pages(pid, {on for _, _, on in runs}, node)
@@ -364,9 +387,9 @@ def resident_regions(pid: int, proc: Path = Path("/proc")) -> list[tuple[int, in
     return ranges
 
 
-def mapped_regions(pid: int, proc: Path = Path("/proc")) -> list[tuple[int, int]]:
+def movable_mappings(pid: int, proc: Path = Path("/proc")) -> list[tuple[int, int]]:
     """Every mapping of a process (its text, libraries and read-only data too, not the kernel's
-    [vsyscall], [vvar], [vdso]), 2 MiB-aligned: what migrate_pages(2) may move of it."""
+    [vsyscall], [vvar], [vdso]) as (start, end): what migrate_pages(2) may move of it."""
     try:
         text = (proc / str(pid) / "maps").read_text()
     except OSError:
@@ -379,7 +402,7 @@ def mapped_regions(pid: int, proc: Path = Path("/proc")) -> list[tuple[int, int]
         if fields[1].startswith("---") or name in ("[vsyscall]", "[vvar]", "[vdso]", "[vvar_vclock]"):
             continue
         start, end = (int(x, 16) for x in fields[0].split("-"))
-        ranges += aligned(start, end)
+        ranges.append((start, end))
     return ranges
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import array
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -74,6 +75,19 @@ def pages_per_node(pid: int, proc: Path = Path("/proc"),
         for node, pages in _NODE_PAGES.findall(line):
             totals[int(node)] = totals.get(int(node), 0) + int(pages)
     return totals
+
+
+def pages_per_mapping(pid: int, proc: Path = Path("/proc")) -> dict[int, tuple[dict[int, int], bool]]:
+    """Each mapping's resident pages per node (numa_maps' Nx=count), by the mapping's start
+    address, and whether it is a hugetlb mapping (counted in huge pages there, not base pages).
+    Raises OSError when the process is gone."""
+    out: dict[int, tuple[dict[int, int], bool]] = {}
+    for line in (proc / str(pid) / "numa_maps").read_text().splitlines():
+        start, _, rest = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            out[int(start, 16)] = ({int(node): int(pages) for node, pages in _NODE_PAGES.findall(rest)},
+                                   "huge" in rest.split())
+    return out
 
 
 _SYS_PROCESS_MADVISE = 440  # one number on every architecture (the unified syscall table)

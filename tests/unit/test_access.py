@@ -230,6 +230,40 @@ def test_shared_pages_are_the_present_ones_another_process_maps_too(tmp_path):
     assert pagemap.shared_pages(42, [(0, 1), (3 * size, 2)], tmp_path) == 1
     assert pagemap.shared_pages(43, [(0, 5)], tmp_path) == 0  # gone
 
+
+def test_present_runs_are_found_whole_capped_and_counted_shared(tmp_path):
+    """A whole-process move journals the present pages of a mapping as runs read from pagemap
+    (bytes.find over the entries' top bytes): the gaps split runs, no run passes the cap, and
+    the pages another process maps too are counted."""
+    present, shared = pagemap.PRESENT | pagemap.EXCLUSIVE | 9, pagemap.PRESENT | 9
+    entries = [0, present, present, shared, 0, 0, present, pagemap.SWAPPED, present, present, present]
+    (tmp_path / "42").mkdir()
+    (tmp_path / "42/pagemap").write_bytes(struct.pack(f"<{len(entries)}Q", *entries))
+    size = pagemap.PAGE_SIZE
+    with pagemap.Pagemap(42, tmp_path) as pm:
+        assert pm.present_runs(0, len(entries) * size, 1 << 24) == ([(size, 3), (6 * size, 1), (8 * size, 3)], 1)
+        assert pm.present_runs(0, len(entries) * size, 2) == (
+            [(size, 2), (3 * size, 1), (6 * size, 1), (8 * size, 2), (10 * size, 1)], 1)
+        assert pm.present_runs(4 * size, 6 * size, 8) == ([], 0)  # nothing present
+        assert pm.present_runs(9 * size, 11 * size, 8) == ([(9 * size, 2)], 0)  # ends present
+
+
+def test_pages_per_mapping_reads_numa_maps_per_mapping(tmp_path):
+    from llamas_ebpf.kernel import mempolicy
+
+    (tmp_path / "42").mkdir()
+    (tmp_path / "42/numa_maps").write_text(
+        "55d0c0a00000 default file=/usr/bin/x mapped=3 N0=2 N1=1 kernelpagesize_kB=4\n"
+        "7f0000000000 prefer:1 anon=20000 dirty=20000 N1=20000 kernelpagesize_kB=4\n"
+        "7f1000000000 default file=/dev/hugepages/huge\\040file huge dirty=2 N0=2 kernelpagesize_kB=2048\n"
+        "7ffd00000000 default stack\n")
+    assert mempolicy.pages_per_mapping(42, tmp_path) == {
+        0x55D0C0A00000: ({0: 2, 1: 1}, False),
+        0x7F0000000000: ({1: 20000}, False),
+        0x7F1000000000: ({0: 2}, True),
+        0x7FFD00000000: ({}, False),
+    }
+
 def test_regions_are_cut_at_mappings():
     vmas = [(0x1000, 0x3000), (0x3000, 0x4000), (0x8000, 0x9000)]
     assert pagemap.pieces(0x2000, 0x8800, vmas) == [(0x2000, 0x3000, vmas[0]), (0x3000, 0x4000, vmas[1]),
