@@ -273,35 +273,16 @@ class PageMover:
         result = MoveResult()
         try:
             placed = mempolicy.pages_per_mapping(pid)
-            reader = pagemap.Pagemap(pid)
+            with pagemap.Pagemap(pid) as reader:
+                found = self._not_on(pid, node, placed, reader, result)
         except OSError:
             if procfs.alive(pid):
                 raise
             result.gone = True  # its /proc files went with it
             return result
-        runs: list[tuple[int, int, int]] = []
-        shared = already = 0
-        with reader:
-            for start, end in movable_mappings(pid):
-                counts, hugetlb = placed.get(start, ({}, False))
-                already += counts.get(node, 0)
-                off = [on for on in counts if on != node]
-                if not off:
-                    continue
-                if len(counts) == 1 and not hugetlb:
-                    # every resident page on one other node (numa_maps): the present ones are
-                    # the pages to move, found in pagemap without asking page by page
-                    present, vma_shared = reader.present_runs(start, end, MAX_RUN)
-                    runs += [(first, count, off[0]) for first, count in present]
-                    shared += vma_shared
-                    continue
-                # pages on several nodes (or hugetlb): asked where each is
-                where = self._ask(pid, array.array("Q", range(start, end, PAGE)), result)
-                if where is None:
-                    return result
-                mixed = runs_off([(start, end)], where, node)
-                runs += mixed
-                shared += pagemap.shared_pages(pid, [(first, count) for first, count, _on in mixed])
+        if found is None:
+            return result
+        runs, shared, already = found
         moving = sum(count for _first, count, _on in runs)
         result.asked, result.already = already + moving, already
         if not runs:
@@ -344,6 +325,36 @@ class PageMover:
         budget.take(result.moved * PAGE)
         self.host_budget.take(result.moved * PAGE)
         return result
+
+    def _not_on(self, pid: int, node: int, placed: dict[int, tuple[dict[int, int], bool]],
+                reader: pagemap.Pagemap, result: MoveResult
+                ) -> tuple[list[tuple[int, int, int]], int, int] | None:
+        """The runs of a process's resident pages not on `node` (first address, pages, the node
+        they are on), how many of them another process maps too, and how many pages are on
+        `node` already; None where the process exited (result.gone)."""
+        runs: list[tuple[int, int, int]] = []
+        shared = already = 0
+        for start, end in movable_mappings(pid):
+            counts, hugetlb = placed.get(start, ({}, False))
+            already += counts.get(node, 0)
+            off = [on for on in counts if on != node]
+            if not off:
+                continue
+            if len(counts) == 1 and not hugetlb:
+                # every resident page on one other node (numa_maps): the present ones are
+                # the pages to move, found in pagemap without asking page by page
+                present, vma_shared = reader.present_runs(start, end, MAX_RUN)
+                runs += [(first, count, off[0]) for first, count in present]
+                shared += vma_shared
+                continue
+            # pages on several nodes (or hugetlb): asked where each is
+            where = self._ask(pid, array.array("Q", range(start, end, PAGE)), result)
+            if where is None:
+                return None
+            mixed = runs_off([(start, end)], where, node)
+            runs += mixed
+            shared += pagemap.shared_pages(pid, [(first, count) for first, count, _on in mixed])
+        return runs, shared, already
 
     def restore(self, only: set[int] | None = None) -> int:
         """Move every journalled page back to its original node (or only those of the processes

@@ -136,7 +136,8 @@ class Sample:
 
 
 # an entry's top byte (bits 56-63) -> 1 where the page is present (63) and another process maps
-# it too (56 clear); counted over bytes.translate, at C speed, not entry by entry in Python
+# it too (56 clear), and -> 1 where it is present: bytes.translate over the top bytes of a read
+# answers for every entry at C speed, not entry by entry in Python
 _TOP = 7 if sys.byteorder == "little" else 0
 _SHARED_TOP = bytes(1 if top & 0x81 == 0x80 else 0 for top in range(256))
 _PRESENT_TOP = bytes(top >> 7 for top in range(256))

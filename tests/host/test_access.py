@@ -108,3 +108,33 @@ def test_pagemap_tells_the_pages_another_process_maps_too(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_whole_process_move_finds_pages_already_home_and_a_process_gone(tmp_path):
+    """On this one-node host every resident page of a process is on node 0 already: a home move
+    to node 0 finds them all there (as many as numa_maps counts), journals nothing and makes no
+    call; once the process has exited, the same move says it is gone and changes nothing."""
+    import subprocess
+    import sys
+
+    from llamas_ebpf.actuator.pages import PageJournal, PageMover, TokenBucket
+    from llamas_ebpf.kernel import mempolicy
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys\nx = bytearray(b'x' * (8 << 20))\n"
+                              "print('ready', flush=True)\nsys.stdin.read()\n"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        mover = PageMover(TokenBucket(1e9), PageJournal(tmp_path / "pages.jsonl"))
+        resident = mempolicy.pages_per_node(child.pid)
+        result = mover.move_process(child.pid, 0, TokenBucket(1e9))
+        assert result is not None and not result.gone
+        assert result.moved == 0 and result.asked == result.already
+        assert abs(result.already - resident.get(0, 0)) <= 0.05 * resident.get(0, 0), (result, resident)
+        assert result.already >= (8 << 20) // 4096
+        assert mover.whole_calls == 0 and not (tmp_path / "pages.jsonl").exists()
+    finally:
+        child.kill()
+        child.wait()
+    gone = mover.move_process(child.pid, 0, TokenBucket(1e9))
+    assert gone is not None and gone.gone and gone.asked == 0 and mover.whole_calls == 0
