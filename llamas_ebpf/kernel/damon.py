@@ -15,8 +15,10 @@ trees. The kernel's ABI: Documentation/ABI/testing/sysfs-kernel-mm-damon.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,14 +30,15 @@ ADMIN = Path("/sys/kernel/mm/damon/admin")
 # The intervals llamas asks of its own kdamond. A sample checks one page per region for an
 # access since the previous sample, so a sample interval longer than the time a workload takes
 # to sweep its working set sees that set as accessed at every sample; 50 ms keeps the page-table
-# checks to 20 per region per second (with at most MAX_REGIONS regions per target, 2,000 checks a
-# second per process at worst). One aggregation is 20 samples; the target's mappings are read
-# again every second, so a process that maps new memory is covered within a second.
+# checks to 20 per region per second (DAMON keeps the regions of all its targets together to
+# about MAX_REGIONS: some 2,000 checks a second at worst, however many processes it watches).
+# One aggregation is 20 samples; the targets' mappings are read again every second, so a
+# process that maps new memory is covered within a second.
 SAMPLE_US = 50_000
 AGGR_US = 1_000_000
 UPDATE_US = 1_000_000
 MIN_REGIONS = 10
-MAX_REGIONS = 100  # per target: DAMON's cost grows with regions, not with memory
+MAX_REGIONS = 100  # of all targets together: DAMON's cost grows with regions, not with memory
 # Where the kernel tunes the intervals itself (intervals_goal, Linux 6.15+): aim at 4% of the
 # samples seeing an access in 3 aggregations (the kernel documentation's own recommendation),
 # never sampling more often than SAMPLE_US nor less often than once a second.
@@ -217,11 +220,11 @@ class OwnKdamond:
             _write(goal / "min_sample_us", SAMPLE_US)
             _write(goal / "max_sample_us", GOAL_MAX_SAMPLE_US)
 
-    def set_targets(self, pids: list[int], fresh: dict[int, tuple[int, int]] | None = None) -> bool:
+    def set_targets(self, pids: list[int], fresh: dict[int, list[tuple[int, int]]] | None = None) -> bool:
         """Monitor these processes (vaddr), in this slot order; started or committed online.
-        `fresh`: slot -> the address span of a process new to its slot, given as its one initial
-        region (on a commit the kernel keeps a slot's regions, and their ages, when no regions
-        are given: the previous process's). False when there is nothing to monitor (off)."""
+        `fresh`: slot -> the initial regions of a process new to its slot (initial_regions; on a
+        commit the kernel keeps a slot's regions, and their ages, when no regions are given: the
+        previous process's). False when there is nothing to monitor (off)."""
         targets = self.ctx / "targets"
         if not pids:
             self.pids = []
@@ -233,12 +236,13 @@ class OwnKdamond:
         if self.operations != "paddr":
             for slot, pid in enumerate(pids):
                 _write(targets / str(slot) / "pid_target", pid)
-                span = (fresh or {}).get(slot)
-                if span is not None and self.running:
+                given = (fresh or {}).get(slot)
+                if given and self.running:
                     regions = targets / str(slot) / "regions"
-                    _write(regions / "nr_regions", 1)
-                    _write(regions / "0/start", span[0])
-                    _write(regions / "0/end", span[1])
+                    _write(regions / "nr_regions", len(given))
+                    for index, (start, end) in enumerate(given):
+                        _write(regions / str(index) / "start", start)
+                        _write(regions / str(index) / "end", end)
         self.pids = list(pids)
         self._start_or_commit()
         return True
@@ -284,6 +288,33 @@ class OwnKdamond:
             with contextlib.suppress(DamonUnavailable):
                 _write(self.root / "kdamonds/nr_kdamonds", 0)
         self.marker.clear()
+
+
+def initial_regions(vmas: Sequence[tuple[int, int]], pieces: int = MIN_REGIONS,
+                    page: int = 4096) -> list[tuple[int, int]]:
+    """A process's first regions, chosen as DAMON chooses them when it starts on a process
+    itself: its mappings as three regions (from its lowest to its highest address, less the two
+    widest gaps between mappings), cut into `pieces` even pieces all told, page-aligned. llamas
+    gives them on a commit, where the kernel would otherwise keep the slot's old regions; one
+    region over the whole span took DAMON up to 10 s of splitting to find where a hot mapping
+    ends and an idle one begins."""
+    if not vmas:
+        return []
+    vmas = sorted(vmas)
+    gaps = sorted(((vmas[i + 1][0] - vmas[i][1], i) for i in range(len(vmas) - 1)
+                   if vmas[i + 1][0] > vmas[i][1]), reverse=True)[:2]
+    spans, start = [], vmas[0][0]
+    for i in sorted(i for _gap, i in gaps):
+        spans.append((start, vmas[i][1]))
+        start = vmas[i + 1][0]
+    spans.append((start, max(end for _start, end in vmas)))
+    size = max(page, sum(end - start for start, end in spans) // max(pieces, 1))
+    out = []
+    for low, high in spans:
+        count = max(1, (high - low) // size)
+        edges = [low + (high - low) * i // count // page * page for i in range(count)] + [high]
+        out += [(a, b) for a, b in itertools.pairwise(edges) if b > a]
+    return out
 
 
 def default_marker() -> Marker:

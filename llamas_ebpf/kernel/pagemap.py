@@ -258,12 +258,6 @@ def pieces(start: int, end: int, vmas: list[tuple[int, int]]) -> list[tuple[int,
     return out
 
 
-def address_span(pid: int, proc: Path = Path("/proc")) -> tuple[int, int] | None:
-    """The lowest start and highest end of a process's mappings, the vsyscall page aside."""
-    vmas = mappings(pid, proc)
-    return (vmas[0][0], max(high for _low, high in vmas)) if vmas else None
-
-
 def clear_soft_dirty(pid: int, proc: Path = Path("/proc")) -> None:
     """Clear the soft-dirty bits of a process's pages (raises OSError where it cannot)."""
     with open(proc / str(pid) / "clear_refs", "w") as out:

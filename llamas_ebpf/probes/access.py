@@ -19,6 +19,7 @@ placement at most every PLACEMENT_PERIOD_S.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import os
@@ -100,6 +101,8 @@ class Folded:
     end: int
     accesses: float  # per aggregation, over the aggregations since the last read
     age: int
+    aggregations: int = 1  # how many aggregations since the last read `accesses` covers (0: none new)
+    seen_ns: int = 0  # bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the newest of them
 
 
 def parse(items: Iterable[tuple[bytes, bytes]]) -> list[Seen]:
@@ -128,14 +131,112 @@ def fold(regions: Sequence[Seen], previous: dict[tuple[int, int], tuple[int, int
         before = previous.get((r.pid, r.start))
         if before is not None and r.aggregations > before[1] and r.accesses_total >= before[0]:
             accesses = (r.accesses_total - before[0]) / (r.aggregations - before[1])
+            new = r.aggregations - before[1]
         elif before is not None and r.aggregations == before[1]:
             accesses = float(r.last_accesses)  # no aggregation since: the last one stands
+            new = 0
         else:
             accesses = r.accesses_total / max(r.aggregations, 1)
+            new = max(r.aggregations, 1)
         remember[(r.pid, r.start)] = (r.accesses_total, r.aggregations)
-        current.append(Folded(r.pid, r.start, r.end, accesses, r.age))
+        current.append(Folded(r.pid, r.start, r.end, accesses, r.age, new, r.seen_ns))
     current.sort(key=lambda f: (f.pid, f.start))
     return current, stale, remember
+
+
+@dataclass(frozen=True)
+class Quiet:
+    """A range of one process in which no aggregation has seen an access since `since`."""
+
+    start: int
+    end: int
+    since: float  # CLOCK_MONOTONIC seconds: where the first of those aggregations began
+
+
+QUIET_APART = 0.1  # quiet neighbours join once their times differ by at most this share of the younger's age
+
+
+def quiet(before: Sequence[Quiet], regions: Sequence[Folded], last_read_s: float | None,
+          aggr_s: float, hot_min: float) -> list[Quiet]:
+    """Where one process has been quiet, carried from one read of DAMON's regions to the next.
+
+    Why not DAMON's own age alone: the kernel keeps a region's age in whole aggregations and
+    averages it by size when two regions merge, rounding down. Where a hot range meets an idle
+    one, DAMON finds the boundary a piece at a time: each piece split off the straddling region
+    starts at age 0 and, merged into its idle neighbour, takes up to a whole aggregation off the
+    neighbour's age. In the lab a 64 MiB range no one touched stayed at age 0-2 for 16 s that
+    way. Here what is quiet is kept per range, whatever region it falls in at each aggregation.
+
+    Quiet since T: the first aggregation from T on saw no access in its region, and none since
+    saw it `hot_min` accesses or more (what makes a region hot). A few accesses in between do
+    not end it, as they do not reset DAMON's age: a region that takes in the edge of a hot
+    neighbour samples it now and then. Cold still needs no access at the last aggregation.
+
+    `regions`: the process's regions at this read, sorted by start; `last_read_s`: when the
+    newest aggregation of the last read ended (None: no read before). A region whose
+    aggregations since the last read stayed under `hot_min` (on average, where a read covers
+    more than one) keeps the quiet ranges inside it.
+    If they saw no access at all, the rest of it is quiet too: from the last read, where its
+    aggregations reach back to that read (a region born since of a split or merge may not),
+    else from the start of its first aggregation. A region seen hot ends every quiet range in it."""
+    ends = [q.end for q in before]
+    since_read = max((r.aggregations for r in regions), default=0)  # aggregations since the last read
+    out: list[Quiet] = []
+    for r in regions:
+        carried = last_read_s is not None and r.aggregations >= since_read
+        if r.aggregations == 0 or (carried and 0 < r.accesses < hot_min):  # what was known stands
+            out += _inside(before, ends, r.start, r.end)
+            continue
+        if r.accesses > 0:
+            continue
+        began = r.seen_ns / 1e9 - r.aggregations * aggr_s
+        if carried and last_read_s is not None:
+            began = last_read_s
+        at = r.start
+        for q in _inside(before, ends, r.start, r.end) if carried else []:
+            if q.start > at:
+                out.append(Quiet(at, q.start, began))
+            out.append(q)
+            at = q.end
+        if at < r.end:
+            out.append(Quiet(at, r.end, began))
+    now = max((r.seen_ns / 1e9 for r in regions), default=0.0)
+    joined: list[Quiet] = []
+    for q in out:
+        last = joined[-1] if joined else None
+        if (last is not None and last.end == q.start
+                and abs(last.since - q.since) <= QUIET_APART * (now - max(last.since, q.since))):
+            joined[-1] = Quiet(last.start, q.end, max(last.since, q.since))  # the younger: never colder
+        else:
+            joined.append(q)
+    return joined
+
+
+def _inside(quiet: Sequence[Quiet], ends: Sequence[int], start: int, end: int) -> list[Quiet]:
+    """The parts of the sorted, disjoint `quiet` ranges inside [start, end)."""
+    found = []
+    for q in quiet[bisect.bisect_right(ends, start):]:
+        if q.start >= end:
+            break
+        found.append(Quiet(max(q.start, start), min(q.end, end), q.since))
+    return found
+
+
+def quiet_age(quiet: Sequence[Quiet], start: int, end: int,
+              now: float) -> list[tuple[int, int, float | None]]:
+    """[start, end) cut where `quiet` says how long each part has been quiet: (start, end, seconds
+    quiet or None where it was not)."""
+    ends = [q.end for q in quiet]
+    pieces: list[tuple[int, int, float | None]] = []
+    at = start
+    for q in _inside(quiet, ends, start, end):
+        if q.start > at:
+            pieces.append((at, q.start, None))
+        pieces.append((q.start, q.end, max(0.0, now - q.since)))
+        at = q.end
+    if at < end:
+        pieces.append((at, end, None))
+    return pieces
 
 
 WRITTEN_APART = 0.25  # neighbours whose written fractions differ by more stay apart
@@ -228,6 +329,8 @@ class AccessProbe(Probe):
         self.reports = -1  # damon_reports at the last read of the region map
         self.current: list[Folded] | None = None
         self.regions_of: dict[int, list[AccessRegion]] = {}
+        # pid (0: physical) -> its quiet ranges, and when the newest aggregation read ended
+        self.quiet_of: dict[int, tuple[list[Quiet], float]] = {}
         self.heat_of: tuple[list[Folded], dict[int, dict[str, int]]] | None = None  # paddr: per node, cached
         self.targets: list[int] = []
         self.retargeted = 0.0
@@ -276,7 +379,7 @@ class AccessProbe(Probe):
         self.reasons = ""
         if kdamond.pid != self.thread:
             self._set_thread(kdamond.pid)
-            self.remember, self.current = {}, None
+            self.remember, self.current, self.quiet_of = {}, None, {}
 
     def _set_thread(self, pid: int | None) -> None:
         self.thread = pid
@@ -345,9 +448,9 @@ class AccessProbe(Probe):
 
     def _retarget(self, pids: list[int], now: float) -> None:
         assert self.kdamond is not None
-        fresh = {slot: span for slot, pid in enumerate(pids)
+        fresh = {slot: first for slot, pid in enumerate(pids)
                  if (slot >= len(self.targets) or self.targets[slot] != pid)
-                 and (span := pagemap.address_span(pid)) is not None}
+                 and (first := damon.initial_regions(pagemap.mappings(pid), page=pagemap.PAGE_SIZE))}
         try:
             self.kdamond.set_targets(pids, fresh)
         except damon.DamonUnavailable as exc:
@@ -357,6 +460,8 @@ class AccessProbe(Probe):
         for pid in gone:
             self.written.pop(pid, None)
             self.samples.pop(pid, None)
+        for pid in gone | {pids[slot] for slot in fresh}:
+            self.quiet_of.pop(pid, None)  # its regions start over: nothing carries
         self.targets, self.retargeted = pids, now
         self.current = None
         self._targets_started(pids)
@@ -393,6 +498,7 @@ class AccessProbe(Probe):
         else:
             seen = parse(table_items(self.regions_table, _VALUE.size))
             current, stale, self.remember = fold(seen, self.remember, aggr_ns)
+            self._carry_quiet(current)
             for region in stale:
                 with contextlib.suppress(KeyError):
                     del self.regions_table[self.regions_table.Key(region.pid, 0, region.start)]
@@ -428,19 +534,44 @@ class AccessProbe(Probe):
             written_period_s=metrics.SOFT_DIRTY_PERIOD_S if written == "soft-dirty" else None,
         )
 
-    def _classify(self, region: Folded) -> tuple[Heat, float]:
-        age_s = region.age * self.intervals.aggr_us / 1e6
-        return metrics.heat(region.accesses, age_s, self.intervals.samples_per_aggregation), age_s
+    def _carry_quiet(self, current: list[Folded]) -> None:
+        by_pid: dict[int, list[Folded]] = {}
+        for region in current:
+            by_pid.setdefault(region.pid, []).append(region)
+        aggr_s = self.intervals.aggr_us / 1e6
+        for pid, regions in by_pid.items():
+            before, last_read_s = self.quiet_of.get(pid, ([], None))
+            ended = max(r.seen_ns for r in regions) / 1e9
+            if last_read_s is not None:
+                ended = max(ended, last_read_s)
+            hot_min = metrics.hot_min_accesses(self.intervals.samples_per_aggregation)
+            self.quiet_of[pid] = (quiet(before, regions, last_read_s, aggr_s, hot_min), ended)
+        for pid in set(self.quiet_of) - set(by_pid):
+            del self.quiet_of[pid]  # no longer watched
+
+    def _classify(self, region: Folded, start: int, end: int) -> list[tuple[int, int, Heat, float]]:
+        """[start, end) of a region, with its heat and age, cut where its parts have been quiet
+        for different times (quiet): age is the longer of DAMON's and that."""
+        damon_age_s = region.age * self.intervals.aggr_us / 1e6
+        samples = self.intervals.samples_per_aggregation
+        known = self.quiet_of.get(region.pid)
+        if region.accesses > 0 or known is None:
+            return [(start, end, metrics.heat(region.accesses, damon_age_s, samples), damon_age_s)]
+        pieces = []
+        for lo, hi, quiet_s in quiet_age(known[0], start, end, known[1]):
+            age_s = max(damon_age_s, quiet_s or 0.0)
+            pieces.append((lo, hi, metrics.heat(region.accesses, age_s, samples), age_s))
+        return pieces
 
     def _physical(self, current: list[Folded], out: SnapshotBuilder) -> None:
         if self.heat_of is not None and self.heat_of[0] is current:
             out.node_heat = {node: dict(row) for node, row in self.heat_of[1].items()}
             return
         for region in current:
-            heat, _age = self._classify(region)
-            for node, size in physical_by_node(region.start, region.end, self.options.pfn_ranges).items():
-                row = out.node_heat.setdefault(node, {"hot": 0, "warm": 0, "cold": 0})
-                row[heat] += size
+            for start, end, heat, _age in self._classify(region, region.start, region.end):
+                for node, size in physical_by_node(start, end, self.options.pfn_ranges).items():
+                    row = out.node_heat.setdefault(node, {"hot": 0, "warm": 0, "cold": 0})
+                    row[heat] += size
         self.heat_of = (current, {node: dict(row) for node, row in out.node_heat.items()})
 
     def regions(self, pid: int) -> list[AccessRegion] | None:
@@ -488,14 +619,14 @@ class AccessProbe(Probe):
                             sample = sampled[vma] = reader.sample(vma[0], vma[1], self.node_of, share)
                         except OSError:
                             break
-                    placed = sample.placement(start, end)
-                    fraction = placed.written_fraction if cached[1] else None
-                    if fraction is None and state is not None and not cached[1]:
-                        fraction = _lookup(state.last, start)
-                    heat, age_s = self._classify(region)
-                    rows.append(AccessRegion(start, end, round(region.accesses, 3),
-                                             round(age_s, 3), heat, placed.bytes_by_node(),
-                                             None if fraction is None else round(fraction, 4)))
+                    for lo, hi, heat, age_s in self._classify(region, start, end):
+                        placed = sample.placement(lo, hi)
+                        fraction = placed.written_fraction if cached[1] else None
+                        if fraction is None and state is not None and not cached[1]:
+                            fraction = _lookup(state.last, lo)
+                        rows.append(AccessRegion(lo, hi, round(region.accesses, 3),
+                                                 round(age_s, 3), heat, placed.bytes_by_node(),
+                                                 None if fraction is None else round(fraction, 4)))
             self.samples[pid] = cached
             fresh = cached[1]
             if state is not None and fresh and rescan:

@@ -3,6 +3,7 @@ damon_aggregated counts into regions, merging, heat, and the pagemap parser."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from pathlib import Path
@@ -12,7 +13,19 @@ import pytest
 from llamas_ebpf import metrics
 from llamas_ebpf.kernel import damon, pagemap
 from llamas_ebpf.kernel.nodes import PfnRange
-from llamas_ebpf.probes.access import RETARGET_S, AccessProbe, Seen, fold, merge, physical_by_node, totals
+from llamas_ebpf.probes.access import (
+    RETARGET_S,
+    AccessProbe,
+    Folded,
+    Quiet,
+    Seen,
+    fold,
+    merge,
+    physical_by_node,
+    quiet,
+    quiet_age,
+    totals,
+)
 from llamas_ebpf.probes.base import ProbeOptions, SnapshotBuilder
 from llamas_ebpf.snapshot import AccessRegion
 
@@ -107,12 +120,15 @@ def test_nothing_running_gives_llamas_its_own_kdamond(tmp_path):
     (admin / "kdamonds/0/pid").write_text("555\n")
     reason = damon.why_not(damon.survey(admin), "vaddr", marker)
     assert reason is not None and f"started by llamas pid {os.getpid()}" in reason
-    # a commit gives a slot's new process its own initial region
+    # a commit gives a slot's new process its own initial regions
     (admin / "kdamonds/0/state").write_text("on\n")
     (ctx / "targets/1/regions/0").mkdir(parents=True)
-    own.set_targets([101, 303], fresh={1: (0x1000, 0x9000)})
+    (ctx / "targets/1/regions/1").mkdir(parents=True)
+    own.set_targets([101, 303], fresh={1: [(0x1000, 0x5000), (0x5000, 0x9000)]})
     assert (admin / "kdamonds/0/state").read_text() == "commit\n"
-    assert (ctx / "targets/1/regions/0/end").read_text() == f"{0x9000}\n"
+    assert (ctx / "targets/1/regions/nr_regions").read_text() == "2\n"
+    assert (ctx / "targets/1/regions/1/start").read_text() == f"{0x5000}\n"
+    assert (ctx / "targets/1/regions/1/end").read_text() == f"{0x9000}\n"
     own.stop()
     assert (admin / "kdamonds/0/state").read_text() == "off\n"
     assert (admin / "kdamonds/nr_kdamonds").read_text() == "0\n"
@@ -126,6 +142,26 @@ def test_a_kdamond_left_by_a_dead_llamas_is_taken_back(tmp_path):
     assert damon.why_not(damon.survey(admin), "vaddr", marker) is None
     own = damon.OwnKdamond.claim("vaddr", admin, marker)
     assert own.created and (admin / "kdamonds/0/state").read_text() == "off\n"
+
+
+def test_initial_regions_are_three_spans_cut_evenly_as_damon_cuts_them():
+    page, mib = 4096, 1 << 20
+    heap = (0x1000_0000, 0x1000_0000 + 2 * mib)
+    big = (0x7F00_0000_0000, 0x7F00_0000_0000 + 128 * mib)  # one 128 MiB mapping
+    lib = (big[1], big[1] + 8 * mib)  # a library right after it
+    stack = (0x7FFF_0000_0000, 0x7FFF_0000_0000 + mib // 2)
+    found = damon.initial_regions([stack, big, heap, lib], pieces=10, page=page)
+    # the two widest gaps (heap to mmap area, mmap area to stack) are left out
+    assert found[0][0] == heap[0] and found[-1][1] == stack[1]
+    assert not any(a < big[0] < b for a, b in found) and not any(a < stack[0] < b for a, b in found)
+    assert all(a % page == 0 and b % page == 0 and b > a for a, b in found)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(found))
+    # the 136 MiB of the mmap area in 9 even pieces of about 15 MiB; the heap and the stack whole
+    middle = [(a, b) for a, b in found if big[0] <= a < lib[1]]
+    assert len(middle) == 9 and middle[-1][1] == lib[1]
+    assert max(b - a for a, b in middle) - min(b - a for a, b in middle) <= 2 * page
+    assert (heap[0], heap[1]) in found and (stack[0], stack[1]) in found
+    assert damon.initial_regions([]) == []
 
 
 def _seen(pid: int, start: int, end: int, total: int, aggs: int, last: int, age: int, ns: int) -> Seen:
@@ -151,6 +187,74 @@ def test_fold_keeps_the_last_aggregation_and_drops_stale_regions():
     # no aggregation since: the last one stands
     current, _stale, _memory = fold(later[:1], memory, aggr_ns)
     assert current[0].accesses == 12.0
+
+
+def test_fold_says_how_many_aggregations_each_region_covers_and_when():
+    aggr_ns = 1_000_000_000
+    _current, _stale, memory = fold([_seen(7, 0x1000, 0x5000, 40, 2, 20, 3, 10 * aggr_ns)], {}, aggr_ns)
+    later = [_seen(7, 0x1000, 0x5000, 40, 5, 0, 0, 13 * aggr_ns), _seen(7, 0x5000, 0x9000, 0, 1, 0, 0, 13 * aggr_ns)]
+    current, _stale, memory = fold(later, memory, aggr_ns)
+    assert [(f.aggregations, f.seen_ns) for f in current] == [(3, 13 * aggr_ns), (1, 13 * aggr_ns)]
+    current, _stale, _memory = fold(later, memory, aggr_ns)
+    assert [f.aggregations for f in current] == [0, 0]  # nothing new since
+
+
+MIB = 1 << 20
+
+
+def _agg(t: float, *regions: tuple[int, int, float], aggregations: int = 1) -> list[Folded]:
+    """One process's regions at an aggregation that ended at t seconds: (start MiB, end MiB, accesses)."""
+    return [Folded(7, a * MIB, b * MIB, acc, 0, aggregations, int(t * 1e9)) for a, b, acc in regions]
+
+
+def test_quiet_keeps_each_range_s_time_while_damon_refines_the_boundary():
+    """The lab's case: a 128 MiB mapping, idle below 64 MiB and read over and over above it.
+    DAMON moves the boundary of the idle region up a piece at a time; every piece it takes in
+    resets DAMON's age of the whole region (rounded down), but the ranges idle from the start
+    keep their time here."""
+    steps = [
+        _agg(1.0, (0, 128, 12.0)),
+        _agg(2.0, (0, 52, 0.0), (52, 128, 17.0)),
+        _agg(3.0, (0, 60, 0.0), (60, 128, 19.0)),
+        _agg(4.0, (0, 60, 0.0), (60, 128, 19.0)),
+        _agg(5.0, (0, 62, 0.0), (62, 65, 4.0), (65, 128, 20.0)),
+    ]
+    known: list[Quiet] = []
+    last = None
+    for regions in steps:
+        known, last = quiet(known, regions, last, 1.0, 2.0), regions[0].seen_ns / 1e9
+    assert [(q.start // MIB, q.end // MIB, q.since) for q in known] == [(0, 52, 2.0 - 1.0), (52, 60, 2.0), (60, 62, 4.0)]
+    assert quiet_age(known, 0, 64 * MIB, 5.0) == [(0, 52 * MIB, 4.0), (52 * MIB, 60 * MIB, 3.0),
+                                                  (60 * MIB, 62 * MIB, 1.0), (62 * MIB, 64 * MIB, None)]
+    # an access anywhere in a region ends every quiet range inside it
+    known = quiet(known, _agg(6.0, (0, 30, 3.0), (30, 62, 0.0), (62, 128, 20.0)), 5.0, 1.0, 2.0)
+    assert [(q.start // MIB, q.end // MIB, q.since) for q in known] == [(30, 52, 1.0), (52, 60, 2.0), (60, 62, 4.0)]
+    # no aggregation since the last read: what was known stands
+    assert quiet(known, _agg(6.0, (0, 128, 0.0), aggregations=0), 6.0, 1.0, 2.0) == known
+    # one access in a region that took in the edge of the hot range: below what makes it hot,
+    # so the quiet ranges in it stand (as DAMON's age does), but nothing new starts in it
+    assert quiet(known, _agg(7.0, (0, 64, 1.0), (64, 128, 20.0)), 6.0, 1.0, 2.0) == known
+    assert quiet([], _agg(7.0, (0, 64, 1.0)), 6.0, 1.0, 2.0) == []
+
+
+def test_quiet_starts_over_where_a_region_does_not_reach_back_to_the_last_read():
+    known = [Quiet(0, 64 * MIB, 1.0)]
+    # three aggregations since the read at t=5; the region below 32 MiB is one split off two
+    # aggregations ago, so nothing says what came in the first: quiet from its own first one
+    regions = [*_agg(8.0, (0, 32, 0.0), aggregations=2), *_agg(8.0, (32, 64, 0.0), aggregations=3)]
+    found = quiet(known, regions, 5.0, 1.0, 2.0)
+    assert [(q.start // MIB, q.end // MIB, q.since) for q in found] == [(0, 32, 6.0), (32, 64, 1.0)]
+    # the first read: quiet from the start of the aggregations read
+    assert quiet([], _agg(8.0, (0, 32, 0.0), aggregations=2), None, 1.0, 2.0) == [Quiet(0, 32 * MIB, 6.0)]
+
+
+def test_quiet_neighbours_join_only_when_their_times_are_close_for_their_age():
+    regions = _agg(100.0, (0, 4, 0.0), aggregations=1)
+    # 40 s and 39 s quiet: within a tenth of the younger's age, joined as the younger
+    assert quiet([Quiet(0, MIB, 60.0), Quiet(MIB, 4 * MIB, 61.0)], regions, 99.0, 1.0, 2.0) == [Quiet(0, 4 * MIB, 61.0)]
+    # 3 s and 1 s quiet: kept apart, so the older range turns cold on time
+    apart = quiet([Quiet(0, MIB, 97.0), Quiet(MIB, 4 * MIB, 99.0)], regions, 99.0, 1.0, 2.0)
+    assert apart == [Quiet(0, MIB, 97.0), Quiet(MIB, 4 * MIB, 99.0)]
 
 
 def test_heat_thresholds():
