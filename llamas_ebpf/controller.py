@@ -174,6 +174,7 @@ class Controller:
         watched = set(self.watch.baseline) if self.watch is not None else set()
         self.sensor.detail_pids = watched | set(self.enforcer.rule_of)
         self.enforcer.access_regions = self.sensor.access_regions
+        self.enforcer.access_full = self.sensor.access_samples
         topology = Topology(self.inventory)
         self.enforcer.write_slow = topology.write_slow_ids()
         self.enforcer.read_fast = frozenset(n.id for n in topology.reads_near_dram())

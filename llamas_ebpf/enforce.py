@@ -95,6 +95,8 @@ class Enforcer:
         # a taken process's regions by heat, where the access probe watches it (the controller
         # sets this to Sensor.access_regions; None: no figures, placement goes by mapping)
         self.access_regions: Callable[[int], list[AccessRegion] | None] = lambda tgid: None
+        # the accesses per aggregation of a region read at every sample (Sensor.access_samples)
+        self.access_full: Callable[[], float] = lambda: 0.0
         self.write_slow: set[int] = set()  # nodes that write slowly: no written region is demoted there
         # write-slow nodes that read nearly as fast as DRAM: read-mostly memory may make room there
         self.read_fast: frozenset[int] = frozenset()
@@ -368,11 +370,12 @@ class Enforcer:
         # window, or write faults); until then, or WRITES_WAIT_S, a home short of room waits
         measuring = all(r.written_fraction is None for r in regions) and now - since < WRITES_WAIT_S
         room = Room(self.pages.free_bytes(rule.home_node), self.read_fast, hold_unknown=measuring)
+        full = self.access_full()
         placed = by_heat(regions, resident_regions(tgid), rule.home_node, rule.demote_node, cold_seconds,
-                         self.write_slow, room)
+                         self.write_slow, room, full)
         # a hot region held back is judged again after DAMON's next aggregation: a convergence
         # run here moved 81% of the hot pages at the first judgement and the rest 5 s later
-        held = held_back(regions, rule.home_node)
+        held = held_back(regions, rule.home_node, full)
         self.judged_at[tgid] = now - PLACEMENT_PERIOD_S + RECHECK_S if held else now
         self.by_heat.add(tgid)
         self._log_judgement(tgid, rule_index, placed, room, regions)

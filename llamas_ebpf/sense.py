@@ -296,6 +296,14 @@ class Sensor:
                 return probe.regions(pid) or []
         return None
 
+    def access_samples(self) -> float:
+        """DAMON's samples per aggregation, as the access probe last read them: the accesses
+        of a region read at every sample (0 where no per-process method loaded)."""
+        for probe in self.probes:
+            if isinstance(probe, AccessProbe) and probe.method == "damon-vaddr":
+                return float(probe.intervals.samples_per_aggregation)
+        return 0.0
+
     def describe(self, pid: int) -> ProcessSample | None:
         """A process's /proc facts now, with no counts (None: it is gone)."""
         if not procfs.alive(pid):

@@ -353,7 +353,7 @@ class PageMover:
                 return None
             mixed = runs_off([(start, end)], where, node)
             runs += mixed
-            shared += pagemap.shared_pages(pid, [(first, count) for first, count, _on in mixed])
+            shared += reader.shared([(first, count) for first, count, _on in mixed])
         return runs, shared, already
 
     def restore(self, only: set[int] | None = None) -> int:
@@ -451,7 +451,7 @@ def _share(region: AccessRegion, start: int, end: int, node: int, *, on: bool) -
 
 def by_heat(regions: Sequence[AccessRegion], movable: list[tuple[int, int]], home: int, demote: int,
             cold_seconds: float, write_slow: set[int],
-            room: Room | None = None) -> list[tuple[int, int, int]]:
+            room: Room | None = None, full: float = 0.0) -> list[tuple[int, int, int]]:
     """Where each part of a process's memory belongs, by the heat the access probe saw: hot
     regions on `home`, once their accesses are at least MOVE_HOT_SHARE of the process's hottest
     region's (one that straddles hot and cold pages reads in between, and waits for DAMON to
@@ -471,7 +471,7 @@ def by_heat(regions: Sequence[AccessRegion], movable: list[tuple[int, int]], hom
     down: list[tuple[int, int, int]] = []
     for region in regions:
         written = is_written(region)
-        if demote < 0 or (region.heat == "hot" and region.accesses >= MOVE_HOT_SHARE * peak):
+        if demote < 0 or _hot_enough(region, peak, full):
             going_home += [(region, start, end) for start, end in clip(region.start, region.end, movable)]
         elif (region.heat == "cold" and region.age_s >= cold_seconds
               and not (written and demote in write_slow)):
@@ -487,13 +487,24 @@ def _peak(regions: Sequence[AccessRegion]) -> float:
     return max((r.accesses for r in regions if r.heat == "hot"), default=0.0)
 
 
-def held_back(regions: Sequence[AccessRegion], home: int) -> bool:
-    """Whether by_heat holds back a hot region with memory off `home` (below MOVE_HOT_SHARE of
-    the hottest region's accesses): one that straddles hot and cold pages until DAMON splits it,
-    or one whose sampled accesses read low this time; worth judging again at the next
-    aggregation rather than a placement period later."""
+def _hot_enough(region: AccessRegion, peak: float, full: float) -> bool:
+    """Whether a hot region moves home now: at MOVE_HOT_SHARE of the process's hottest region's
+    accesses. One whose accesses just changed (DAMON's age 0) must also be at MOVE_HOT_SHARE of
+    `full`, the accesses of a region read at every sample: a region that straddles hot and
+    cold pages is often the hottest there is when its process wakes up (DAMON merged the two
+    while both were idle), and DAMON splits it at the next aggregation. In the lab one such
+    region held 79% of a 32 MiB cold range, and all of it went up to DRAM."""
+    if region.heat != "hot" or region.accesses < MOVE_HOT_SHARE * peak:
+        return False
+    return region.age_s > 0 or region.accesses >= MOVE_HOT_SHARE * full
+
+
+def held_back(regions: Sequence[AccessRegion], home: int, full: float = 0.0) -> bool:
+    """Whether by_heat holds back a hot region with memory off `home` (_hot_enough): one that
+    straddles hot and cold pages until DAMON splits it, or one whose sampled accesses read low
+    this time; worth judging again at the next aggregation rather than a placement period later."""
     peak = _peak(regions)
-    return any(r.heat == "hot" and r.accesses < MOVE_HOT_SHARE * peak
+    return any(r.heat == "hot" and not _hot_enough(r, peak, full)
                and sum(r.bytes_by_node.values()) > r.bytes_by_node.get(home, 0) for r in regions)
 
 

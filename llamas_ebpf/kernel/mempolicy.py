@@ -67,13 +67,11 @@ def pages_per_node(pid: int, proc: Path = Path("/proc"),
     """Resident pages of a process per node, summed over its mappings (numa_maps' Nx=count);
     with `ranges`, over the mappings that start inside one of them only."""
     totals: dict[int, int] = {}
-    for line in (proc / str(pid) / "numa_maps").read_text().splitlines():
-        if ranges is not None:
-            start = int(line.split(" ", 1)[0], 16)
-            if not any(low <= start < high for low, high in ranges):
-                continue
-        for node, pages in _NODE_PAGES.findall(line):
-            totals[int(node)] = totals.get(int(node), 0) + int(pages)
+    for start, (by_node, _hugetlb) in pages_per_mapping(pid, proc).items():
+        if ranges is not None and not any(low <= start < high for low, high in ranges):
+            continue
+        for node, pages in by_node.items():
+            totals[node] = totals.get(node, 0) + pages
     return totals
 
 

@@ -177,6 +177,22 @@ class Pagemap:
         out.scale = pages / read if read else 1.0
         return out
 
+    def shared(self, runs: Sequence[tuple[int, int]]) -> int:
+        """Of the pages in `runs` (first address, pages), those present and mapped by another
+        process too (bit 56 clear): what migrate_pages(2) and move_pages(2) leave where it is
+        unless told to move it for every process (MPOL_MF_MOVE_ALL). What was counted before a
+        read failed, where the process exits part way."""
+        shared = 0
+        for first, count in runs:
+            page = first // PAGE_SIZE
+            for read_at in range(page, page + count, MAX_READ):
+                try:
+                    raw = os.pread(self.fd, min(MAX_READ, page + count - read_at) * ENTRY, read_at * ENTRY)
+                except OSError:
+                    return shared
+                shared += raw[_TOP::ENTRY].translate(_SHARED_TOP).count(1)
+        return shared
+
     def present_runs(self, start: int, end: int, max_run: int) -> tuple[list[tuple[int, int]], int]:
         """[start, end)'s present pages as runs (first address, pages; none longer than
         `max_run`), and how many of them another process maps too (bit 56 clear). Found over
@@ -209,24 +225,13 @@ class Pagemap:
 
 
 def shared_pages(pid: int, runs: Sequence[tuple[int, int]], proc: Path = Path("/proc")) -> int:
-    """Of the pages in `runs` (first address, pages), those present and mapped by another process
-    too (bit 56 clear): what migrate_pages(2) and move_pages(2) leave where it is unless told
-    to move it for every process (MPOL_MF_MOVE_ALL). 0 for a process that has exited."""
+    """Pagemap.shared for a process not open yet: 0 for a process that has exited."""
     try:
         reader = Pagemap(pid, proc)
     except OSError:
         return 0
-    shared = 0
     with reader:
-        for first, count in runs:
-            page = first // PAGE_SIZE
-            for read_at in range(page, page + count, MAX_READ):
-                try:
-                    raw = os.pread(reader.fd, min(MAX_READ, page + count - read_at) * ENTRY, read_at * ENTRY)
-                except OSError:
-                    return shared
-                shared += raw[_TOP::ENTRY].translate(_SHARED_TOP).count(1)
-    return shared
+        return reader.shared(runs)
 
 
 def mappings(pid: int, proc: Path = Path("/proc")) -> list[tuple[int, int]]:

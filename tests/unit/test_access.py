@@ -367,6 +367,10 @@ def test_pages_per_mapping_reads_numa_maps_per_mapping(tmp_path):
         0x7F1000000000: ({0: 2}, True),
         0x7FFD00000000: ({}, False),
     }
+    # summed over the mappings, or over those starting inside the ranges given
+    assert mempolicy.pages_per_node(42, tmp_path) == {0: 4, 1: 20001}
+    assert mempolicy.pages_per_node(42, tmp_path, ranges=[(0x7F0000000000, 0x7F0000001000)]) == {1: 20000}
+
 
 def test_regions_are_cut_at_mappings():
     vmas = [(0x1000, 0x3000), (0x3000, 0x4000), (0x8000, 0x9000)]

@@ -231,6 +231,18 @@ def test_placement_by_heat_moves_hot_home_leaves_warm_and_young_cold_and_keeps_w
     at_home = AccessRegion(20 * mib, 24 * mib, 4.0, 45.0, "hot", {0: 4 * mib})
     assert not held_back([regions[0], at_home], home=0)
     assert not held_back([regions[0], AccessRegion(20 * mib, 24 * mib, 11.0, 45.0, "hot", {2: 4 * mib})], home=0)
+    # a process that just woke: its hottest region is new (age 0) and reads 11 of 20 samples,
+    # where a region read at every sample reads 20: it straddles hot and cold pages and waits
+    # for DAMON's next split; one at 19 of 20 moves at once, as does the straddler once its
+    # accesses have held for an aggregation
+    woke = AccessRegion(0, 56 * mib, 11.0, 0.0, "hot", {2: 56 * mib})
+    assert by_heat([woke], aligned(0, 56 * mib), 0, 2, 30, set(), full=20.0) == []
+    assert held_back([woke], home=0, full=20.0)
+    saturated = AccessRegion(0, 4 * mib, 19.0, 0.0, "hot", {2: 4 * mib})
+    assert by_heat([saturated], aligned(0, 4 * mib), 0, 2, 30, set(), full=20.0) == [(0, 2 * mib, 0), (2 * mib, 4 * mib, 0)]
+    assert not held_back([saturated], home=0, full=20.0)
+    held = AccessRegion(0, 4 * mib, 11.0, 1.0, "hot", {2: 4 * mib})
+    assert len(by_heat([held], aligned(0, 4 * mib), 0, 2, 30, set(), full=20.0)) == 2
     # two hot regions, the second written: it goes home first (home may have room for one)
     read, written = AccessRegion(0, 2 * mib, 12.0, 20.0, "hot", written_fraction=0.0), \
         AccessRegion(2 * mib, 4 * mib, 12.0, 20.0, "hot", written_fraction=0.9)

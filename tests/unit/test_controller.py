@@ -38,7 +38,7 @@ def _snap(remote: int, local: int) -> Snapshot:
 
 def _loop() -> tuple[Controller, _Enforcer]:
     enforcer = _Enforcer()
-    sensor = SimpleNamespace(detail_pids=set(), access_regions=lambda pid: None)
+    sensor = SimpleNamespace(detail_pids=set(), access_regions=lambda pid: None, access_samples=lambda: 0.0)
     inventory = discover(Path(__file__).resolve().parents[1] / "fixtures/sysfs/lab-tiered", Path("/nonexistent"))
     loop = Controller(enforcer, sensor, None, None, inventory, Options(decide_every=2.0, interval=1.0, dry_run=False,
                                                                 once=False, revert_threshold=0.2),
