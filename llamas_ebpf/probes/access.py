@@ -146,7 +146,8 @@ def fold(regions: Sequence[Seen], previous: dict[tuple[int, int], tuple[int, int
 
 @dataclass(frozen=True)
 class Quiet:
-    """A range of one process in which no aggregation has seen an access since `since`."""
+    """A range of one process quiet since `since` (quiet: the first aggregation from then on saw
+    no access in it, and none since saw it hot)."""
 
     start: int
     end: int
