@@ -18,14 +18,15 @@ not counted): `pieces` (what llamas gives, damon.initial_regions: ten even piece
 spans) and `spans` (one region per span, close to the one region over the whole span llamas
 gave before).
 
-Reported per arm: seconds until at least 90% of the idle half reads cold while at least 90% of
-the read half reads hot (the check's bar: 15 s), median and worst, and how many rounds never got
-there within --seconds.
+Reported per arm (a table, then the same as JSON): seconds until at least 90% of the idle half
+reads cold while at least 90% of the read half reads hot (the check's bar: 15 s), median and
+worst, and how many rounds never got there within --seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -126,6 +127,7 @@ def main() -> None:
         median = f"{statistics.median(got):8.1f}" if got else "       -"
         worst = f"{max(got):7.1f}" if got else "      -"
         print(f"{arm:<20}{len(times):6d}  {median}  {worst}  {len(times) - len(got):5d}")
+    print(json.dumps({"rounds": args.rounds, "seconds": args.seconds, "took_s": results}))
 
 
 if __name__ == "__main__":
