@@ -14,9 +14,9 @@ Two judgements of the same regions, side by side in every round:
 - `damon-age`: DAMON's age alone (cold: no access at the last aggregation and an age of at least
   COLD_AGE_S), as llamas judged before.
 Two ways to start a process new to its DAMON slot, in alternate rounds (a warm-up round first,
-not counted): `pieces` (what llamas gives, damon.initial_regions: ten even pieces over three
-spans) and `spans` (one region per span, close to the one region over the whole span llamas
-gave before).
+not counted): `spans` (what llamas gives: damon.initial_regions, one region per span, close to
+the one region over the whole span it gave before) and `pieces` (ten even pieces over the
+spans, as DAMON starts a process itself; with a dozen targets they fill DAMON's region budget).
 
 Reported per arm (a table, then the same as JSON): seconds until at least 90% of the idle half
 reads cold while at least 90% of the read half reads hot (the check's bar: 15 s), median and
@@ -94,10 +94,13 @@ def main() -> None:
 
     mounts.ensure_mounted()
     Path("/proc/sys/kernel/numa_balancing").write_text("0")
-    pieces = damon.initial_regions
+    real = damon.initial_regions
 
-    def spans(vmas, pieces_=damon.MIN_REGIONS, page=PAGE):
-        return pieces(vmas, pieces=1, page=page)
+    def pieces(vmas, pieces=1, page=PAGE):
+        return real(vmas, pieces=damon.MIN_REGIONS, page=page)
+
+    def spans(vmas, pieces=1, page=PAGE):
+        return real(vmas, pieces=1, page=page)
 
     results: dict[str, list[float | None]] = {}
     busy = subprocess.Popen(["numactl", "--cpunodebind=0", "sh", "-c", "while :; do :; done"])
@@ -118,7 +121,7 @@ def main() -> None:
                     for arm, t in found.items():
                         results.setdefault(f"{way}/{arm}", []).append(t)
     finally:
-        access.damon.initial_regions = pieces  # type: ignore[assignment]
+        access.damon.initial_regions = real  # type: ignore[assignment]
         busy.kill()
         busy.wait()
     print("\narm                 rounds  median s  worst s  never")

@@ -295,9 +295,7 @@ def initial_regions(vmas: Sequence[tuple[int, int]], pieces: int = MIN_REGIONS,
     """A process's first regions, chosen as DAMON chooses them when it starts on a process
     itself: its mappings as three regions (from its lowest to its highest address, less the two
     widest gaps between mappings), cut into `pieces` even pieces all told, page-aligned. llamas
-    gives them on a commit, where the kernel would otherwise keep the slot's old regions. One
-    region over the whole span took DAMON up to 11 s of splitting in the lab to find where a
-    hot mapping ends and an idle one begins."""
+    gives them on a commit, where the kernel would otherwise keep the slot's old regions."""
     if not vmas:
         return []
     vmas = sorted(vmas)
