@@ -69,7 +69,7 @@ def main() -> None:
         steady_cpu = cpu_seconds(observer.pid) - startup_cpu
         wall = time.monotonic() - ready
         rss, hwm = status_kb(observer.pid, "VmRSS"), status_kb(observer.pid, "VmHWM")
-        observer.send_signal(signal.SIGINT)
+        observer.send_signal(signal.SIGTERM)  # SIGINT is ignored where the benchmark runs in the background
         observer.wait(timeout=30)
     finally:
         for child in load:

@@ -143,8 +143,8 @@ def lookup_batch(map_fd: int, key_size: int, value_size: int, max_entries: int) 
                 raise
             done = True
         (count,) = struct.unpack_from("<I", attr, 32)
-        key_parts.append(keys.raw[: count * key_size])
-        value_parts.append(values.raw[: count * value_size])
+        key_parts.append(ctypes.string_at(keys, count * key_size))  # `.raw` would copy the whole buffer
+        value_parts.append(ctypes.string_at(values, count * value_size))
         total += count
         if done:
             return b"".join(key_parts), b"".join(value_parts), total

@@ -223,11 +223,13 @@ def _inside(quiet: Sequence[Quiet], ends: Sequence[int], start: int, end: int) -
     return found
 
 
-def quiet_age(quiet: Sequence[Quiet], start: int, end: int,
-              now: float) -> list[tuple[int, int, float | None]]:
+def quiet_age(quiet: Sequence[Quiet], start: int, end: int, now: float,
+              ends: Sequence[int] | None = None) -> list[tuple[int, int, float | None]]:
     """[start, end) cut where `quiet` says how long each part has been quiet: (start, end, seconds
-    quiet or None where it was not)."""
-    ends = [q.end for q in quiet]
+    quiet or None where it was not). `ends`: the ranges' ends, where the caller keeps them (a
+    process's regions ask the same list one after another)."""
+    if ends is None:
+        ends = [q.end for q in quiet]
     pieces: list[tuple[int, int, float | None]] = []
     at = start
     for q in _inside(quiet, ends, start, end):
@@ -332,6 +334,7 @@ class AccessProbe(Probe):
         self.regions_of: dict[int, list[AccessRegion]] = {}
         # pid (0: physical) -> its quiet ranges, and when the newest aggregation read ended
         self.quiet_of: dict[int, tuple[list[Quiet], float]] = {}
+        self._quiet_ends: dict[int, tuple[list[Quiet], list[int]]] = {}  # pid -> (quiet_of's list, its ends)
         self.heat_of: tuple[list[Folded], dict[int, dict[str, int]]] | None = None  # paddr: per node, cached
         self.targets: list[int] = []
         self.retargeted = 0.0
@@ -554,6 +557,7 @@ class AccessProbe(Probe):
             self.quiet_of[pid] = (quiet(before, regions, last_read_s, aggr_s, hot_min), ended)
         for pid in set(self.quiet_of) - set(by_pid):
             del self.quiet_of[pid]  # no longer watched
+        self._quiet_ends = {pid: ends for pid, ends in self._quiet_ends.items() if pid in self.quiet_of}
 
     def _classify(self, region: Folded, start: int, end: int) -> list[tuple[int, int, Heat, float]]:
         """[start, end) of a region, with its heat and age, cut where its parts have been quiet
@@ -564,7 +568,10 @@ class AccessProbe(Probe):
         if region.accesses > 0 or known is None:
             return [(start, end, metrics.heat(region.accesses, damon_age_s, samples), damon_age_s)]
         pieces = []
-        for lo, hi, quiet_s in quiet_age(known[0], start, end, known[1]):
+        ends = self._quiet_ends.get(region.pid)
+        if ends is None or ends[0] is not known[0]:  # computed once per process and read
+            ends = self._quiet_ends[region.pid] = (known[0], [q.end for q in known[0]])
+        for lo, hi, quiet_s in quiet_age(known[0], start, end, known[1], ends[1]):
             age_s = max(damon_age_s, quiet_s or 0.0)
             pieces.append((lo, hi, metrics.heat(region.accesses, age_s, samples), age_s))
         return pieces

@@ -384,16 +384,23 @@ def struct_format(ctype: Any) -> str:
     return "".join(struct_format(field_type) for _name, field_type, *_ in fields)
 
 
-def table_items(table: Any, value_size: int) -> list[tuple[bytes, bytes]]:
-    """Every (key, value) of a BCC table as raw bytes: one BPF_MAP_LOOKUP_BATCH call where the
-    kernel has it for this map type, else BCC's iteration (two syscalls and a ctypes object per
-    key). `value_size` is a value as the syscall returns it: per-CPU maps hold one copy per
-    possible CPU."""
+def table_raw(table: Any, value_size: int) -> tuple[bytes, bytes, int]:
+    """Every key and value of a BCC table, packed back to back as raw bytes, and how many: one
+    BPF_MAP_LOOKUP_BATCH call where the kernel has it for this map type, else BCC's iteration
+    (two syscalls and a ctypes object per key). `value_size` is a value as the syscall returns
+    it: per-CPU maps hold one copy per possible CPU."""
     key_size = ctypes.sizeof(table.Key)
     try:
-        keys, values, count = bpfsys.lookup_batch(table.map_fd, key_size, value_size, table.max_entries)
+        return bpfsys.lookup_batch(table.map_fd, key_size, value_size, table.max_entries)
     except OSError:
-        return [(bytes(key), bytes(value)) for key, value in table.items()]
+        pairs = [(bytes(key), bytes(value)) for key, value in table.items()]
+        return b"".join(k for k, _v in pairs), b"".join(v for _k, v in pairs), len(pairs)
+
+
+def table_items(table: Any, value_size: int) -> list[tuple[bytes, bytes]]:
+    """Every (key, value) of a BCC table as raw bytes (table_raw, cut per key)."""
+    key_size = ctypes.sizeof(table.Key)
+    keys, values, count = table_raw(table, value_size)
     return [
         (keys[i * key_size : (i + 1) * key_size], values[i * value_size : (i + 1) * value_size])
         for i in range(count)
@@ -403,9 +410,11 @@ def table_items(table: Any, value_size: int) -> list[tuple[bytes, bytes]]:
 class CounterMap:
     """Deltas of a map of cumulative per-key counters (per-CPU copies summed).
 
-    The whole map is read at once (table_items). Every counter struct
-    in bpf/llamas.h is made of u64 fields, so a value is read as u64 words, and a value whose
-    bytes did not change since the last read is not decoded at all.
+    The whole map is read at once (table_raw). Every counter struct in bpf/llamas.h is made of
+    u64 fields, so the values are read as one array of u64 words, and each field is summed over
+    the CPUs' copies for every key at once (C-level `map` over strided views, not a Python loop
+    per key and CPU: a host with 128 possible CPUs holds 128 copies of each value). A key whose
+    totals did not change since the last read gives nothing.
 
     With an `owner`, keys whose owning task is gone are read one last time, then deleted from the
     map, so a full map means many live keys, not many dead ones. Evictions by the LRU are counted
@@ -431,8 +440,7 @@ class CounterMap:
         self._width = leaf_size // 8
         self._copies = bpfsys.possible_cpus() if percpu else 1
         self._value_size = leaf_size * self._copies
-        self._words = struct.Struct(f"<{self._width * self._copies}Q")
-        self._prev: dict[bytes, tuple[bytes, tuple[int, ...]]] = {}  # key -> (raw value, decoded)
+        self._prev: dict[tuple[int, ...], tuple[int, ...]] = {}  # key -> totals at the last read
         self.cache = cache
         self._slot = struct.Struct(f"<II{self._width}Q")  # a cache slot: u32 key, pad, the value
         if cache is not None and ctypes.sizeof(cache.sLeaf) != self._slot.size:
@@ -442,17 +450,25 @@ class CounterMap:
         self.deleted_total = 0
         self.live = 0
 
-    def _decode(self, raw: bytes) -> tuple[int, ...]:
-        words = self._words.unpack(raw)
-        width = self._width
-        total = words[:width]
-        for copy in range(1, self._copies):  # per-CPU copies lie back to back
-            total = tuple(map(operator.add, total, words[copy * width : (copy + 1) * width]))
-        return total
+    def totals(self) -> dict[tuple[int, ...], tuple[int, ...]]:
+        """Every key of the map now, with its counters summed over the CPUs' copies."""
+        raw_keys, raw_values, count = table_raw(self.table, self._value_size)
+        if count == 0:
+            return {}
+        keys = self._key.iter_unpack(raw_keys[: count * self._key.size])
+        words = memoryview(raw_values[: count * self._value_size]).cast("Q")
+        width, stride = self._width, self._width * self._copies
+        fields: list[Any] = []
+        for field_index in range(width):
+            summed: Any = words[field_index::stride]
+            for copy in range(1, self._copies):  # per-CPU copies lie back to back in each value
+                summed = map(operator.add, summed, words[copy * width + field_index :: stride])
+            fields.append(summed)
+        return dict(zip(keys, zip(*fields, strict=True), strict=True))
 
     def _read_cache(self) -> dict[tuple[int, ...], tuple[int, ...]]:
         """Each key's counts in the cache slots, every CPU's summed."""
-        raw = b"".join(value for _key, value in table_items(self.cache, self._slot.size * self._copies))
+        _keys, raw, _count = table_raw(self.cache, self._slot.size * self._copies)
         held: dict[tuple[int, ...], tuple[int, ...]] = {}
         for key, _pad, *words in self._slot.iter_unpack(raw):
             if key == 0:
@@ -462,41 +478,34 @@ class CounterMap:
         return held
 
     def read(self, alive: Callable[[int], bool] = procfs.alive) -> dict[tuple[int, ...], tuple[int, ...]]:
-        deltas: dict[tuple[int, ...], tuple[int, ...]] = {}
-        current: dict[bytes, tuple[bytes, tuple[int, ...]]] = {}
-        changed: list[bytes] = []
-        for raw_key, raw_value in table_items(self.table, self._value_size):
-            before = self._prev.get(raw_key)
-            if before is not None and before[0] == raw_value:
-                current[raw_key] = before
-                continue
-            value = self._decode(raw_value)
-            current[raw_key] = (raw_value, value)
-            changed.append(raw_key)
-            if self.cache is not None:
-                continue  # deltas come from the totals, below
-            delta = value if before is None else tuple(map(operator.sub, value, before[1]))
-            if before is not None and min(delta) < 0:
-                delta = value  # evicted and inserted again since the last read
-            if any(delta):
-                deltas[self._key.unpack(raw_key)] = delta
-        held: dict[tuple[int, ...], tuple[int, ...]] = {}
+        current = self.totals()
+        prev = self._prev
+        changed = [key for key, total in current.items() if prev.get(key) != total]
         if self.cache is not None:
             held = self._read_cache()
             deltas = self._cached_deltas(current, changed, held, alive)
+        else:
+            held = {}
+            deltas = {}
+            for key in changed:
+                value, before = current[key], prev.get(key)
+                delta = value if before is None else tuple(map(operator.sub, value, before))
+                if before is not None and min(delta) < 0:
+                    delta = value  # evicted and inserted again since the last read
+                if any(delta):
+                    deltas[key] = delta
         if self.owner is not None:
-            for raw_key in list(current):
-                key = self._key.unpack(raw_key)
-                if not alive(self.owner(key)):
-                    with contextlib.suppress(KeyError):
-                        del self.table[self.table.Key.from_buffer_copy(raw_key)]
-                    self._forget(key, current.pop(raw_key)[1], held)
-                    self.deleted_total += 1
+            owner = self.owner
+            for key in [key for key in current if not alive(owner(key))]:
+                with contextlib.suppress(KeyError):
+                    del self.table[self.table.Key.from_buffer_copy(self._key.pack(*key))]
+                self._forget(key, current.pop(key), held)
+                self.deleted_total += 1
         self._prev = current
         self.live = len(current)
         return deltas
 
-    def _cached_deltas(self, current: dict[bytes, tuple[bytes, tuple[int, ...]]], changed: list[bytes],
+    def _cached_deltas(self, current: dict[tuple[int, ...], tuple[int, ...]], changed: list[tuple[int, ...]],
                        held: dict[tuple[int, ...], tuple[int, ...]],
                        alive: Callable[[int], bool]) -> dict[tuple[int, ...], tuple[int, ...]]:
         """Deltas of map + slots for the keys that can have moved: changed in the map, in a slot
@@ -504,12 +513,11 @@ class CounterMap:
         slot between the two reads (or the LRU evicted it), unless its owner is gone."""
         deltas: dict[tuple[int, ...], tuple[int, ...]] = {}
         slotted = held.keys() | self._held_before
-        for raw_key in changed:
-            key = self._key.unpack(raw_key)
+        for key in changed:
             if key not in slotted:
-                self._advance(key, current[raw_key][1], deltas)
+                self._advance(key, current[key], deltas)
         for key in slotted:
-            in_map = current.get(self._key.pack(*key))
+            in_map = current.get(key)
             in_slots = held.get(key)
             if in_map is None and in_slots is None:
                 if self.owner is not None and not alive(self.owner(key)):
@@ -519,7 +527,7 @@ class CounterMap:
                 assert in_slots is not None
                 total = in_slots
             else:
-                total = in_map[1] if in_slots is None else tuple(map(operator.add, in_map[1], in_slots))
+                total = in_map if in_slots is None else tuple(map(operator.add, in_map, in_slots))
             self._advance(key, total, deltas)
         self._held_before = set(held)
         return deltas
@@ -552,7 +560,7 @@ class CounterMap:
     def live_keys(self) -> set[tuple[int, ...]]:
         """The keys of the last read, owners alive (dead ones were deleted by it), and with a
         cache, those still in its slots."""
-        keys = {self._key.unpack(raw_key) for raw_key in self._prev}
+        keys = set(self._prev)
         return keys | set(self._reported) if self.cache is not None else keys
 
 

@@ -15,7 +15,7 @@ from llamas_ebpf.probes.base import (
     ProgramSource,
     SnapshotBuilder,
     needs_program,
-    table_items,
+    table_raw,
 )
 from llamas_ebpf.snapshot import Region
 
@@ -50,23 +50,39 @@ class FaultsProbe(Probe):
             sampled=True,
         )
         self.node_map = CounterMap(self.bpf["node_faults"], owner=None)
+        self._texts: dict[bytes, str] = {}  # a comm's raw bytes -> its text
         assert self.health_counters is not None
         self.region_map = self.health_counters.maps.get(HEALTH_REGION_INSERTS)
 
+    def _comms(self) -> dict[int, bytes]:
+        """The comms map: pid -> comm as the kernel wrote it (16 bytes, NUL-padded)."""
+        table = self.bpf["comms"]
+        size = ctypes.sizeof(table.Leaf)
+        keys, values, count = table_raw(table, size)
+        pids = struct.unpack(f"<{count}I", keys[: 4 * count])
+        return dict(zip(pids, (values[i : i + size] for i in range(0, count * size, size)), strict=True))
+
+    def _text(self, comm: bytes) -> str:
+        text = self._texts.get(comm)
+        if text is None:
+            if len(self._texts) >= 4096:
+                self._texts.clear()  # bounded: many processes share a handful of names
+            text = self._texts[comm] = comm.split(b"\0", 1)[0].decode(errors="replace")
+        return text
+
     def collect(self, out: SnapshotBuilder) -> None:
-        comm_table = self.bpf["comms"]
-        comms = dict(table_items(comm_table, ctypes.sizeof(comm_table.Leaf)))
+        comms = self._comms()
+        known = out.comms
         for (pid,), counts in self.proc_map.read(out.alive).items():
             user_read, user_write, kernel_read, kernel_write = counts
-            sample = out.process(pid)
-            faults = sample.faults
+            faults = out.process(pid).faults
             faults.user += user_read + user_write
             faults.kernel += kernel_read + kernel_write
             faults.read += user_read + kernel_read
             faults.write += user_write + kernel_write
-            comm = comms.get(struct.pack("<I", pid))
-            if comm is not None and pid not in out.comms:
-                out.comms[pid] = comm.split(b"\0", 1)[0].decode(errors="replace")
+            comm = comms.get(pid)
+            if comm is not None and pid not in known:
+                known[pid] = self._text(comm)
         for (node,), (count,) in self.node_map.read(out.alive).items():
             out.node_faults[node] = out.node_faults.get(node, 0) + count
         if self.region_map is not None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ctypes
+from itertools import compress
 
 from llamas_ebpf.probes.base import (
     MAX_NODES,
@@ -51,9 +52,10 @@ class NumaAllocProbe(Probe):
             numa = out.process(pid).numa
             numa.alloc_local += values[0]
             numa.alloc_remote += values[1]
-            for node, pages in enumerate(values[2 : 2 + MAX_NODES]):
-                if pages:
-                    numa.alloc_pages_by_node[node] = numa.alloc_pages_by_node.get(node, 0) + pages
+            per_node = values[2 : 2 + MAX_NODES]
+            by_node = numa.alloc_pages_by_node
+            for node, pages in compress(enumerate(per_node), per_node):  # the nodes with pages only
+                by_node[node] = by_node.get(node, 0) + pages
         for (cell,), (pages,) in self.matrix_map.read(out.alive).items():
             key = divmod(cell, MAX_NODES)
             out.alloc_matrix[key] = out.alloc_matrix.get(key, 0) + pages
