@@ -6,11 +6,16 @@ Starts N small processes that each fault every 200 ms (or only --active of them;
 once and sleep), runs `llamas observe --json 1`, and
 measures the observer's CPU time over the steady state (from its first output to the end, so
 the one-off BPF compile at start is left out, and reported apart) and its RSS (VmRSS, VmHWM).
+
+--parts: instead of the command, a Sensor in this process, collecting once a second; prints the
+CPU (thread time) of an interval by part: each probe's collect, the /proc facts of the busiest
+(enrich), the rest of the collect, and the JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import signal
@@ -43,6 +48,8 @@ def main() -> None:
     parser.add_argument("--probes", default=None, help="observe --probes (default: all)")
     parser.add_argument("--active", type=int, default=None,
                         help="how many of the processes fault (default: all); the rest sleep")
+    parser.add_argument("--parts", action="store_true",
+                        help="time each part of a collect in this process instead (module docstring)")
     args = parser.parse_args()
     binary = Path(tempfile.mkdtemp()) / "observe_load"
     subprocess.run(["gcc", "-O2", "-o", str(binary), str(HERE / "observe_load.c")], check=True)
@@ -51,6 +58,9 @@ def main() -> None:
     periods = ["200" if i < active else "3600000" for i in range(args.processes)]
     load = [subprocess.Popen([str(binary), period]) for period in periods]
     try:
+        if args.parts:
+            print(json.dumps(parts(args.seconds), indent=2))
+            return
         llamas = Path(sys.executable).parent / "llamas"
         started = time.monotonic()
         only = ["--probes", args.probes] if args.probes else []
@@ -87,6 +97,41 @@ def main() -> None:
         "rss_mb": round(rss / 1024, 1),
         "peak_rss_mb": round(hwm / 1024, 1),
     }, indent=2))
+
+
+def parts(seconds: int) -> dict[str, float]:
+    """ms of CPU per interval, by part, over `seconds` collects a second apart."""
+    from llamas_ebpf.sense import Sensor
+
+    spent: collections.Counter[str] = collections.Counter()
+
+    def timed(name: str, call):  # type: ignore[no-untyped-def]
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            started = time.thread_time()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                spent[name] += time.thread_time() - started
+        return wrapper
+
+    with Sensor() as sensor:
+        for probe in sensor.probes:
+            probe.collect_with_health = timed(probe.name, probe.collect_with_health)  # type: ignore[method-assign]
+        sensor._enrich = timed("enrich", sensor._enrich)  # type: ignore[method-assign]
+        sensor.collect()
+        time.sleep(1)
+        sensor.collect()
+        spent.clear()
+        processes = 0
+        for _ in range(seconds):
+            time.sleep(1)
+            snap = timed("collect", sensor.collect)()
+            timed("json", snap.to_json)()
+            processes = max(processes, len(snap.processes))
+    ms = {name: round(1000 * total / seconds, 2) for name, total in spent.most_common()}
+    inner = sum(v for name, v in ms.items() if name not in ("collect", "json"))
+    ms["rest of the collect"] = round(ms.pop("collect") - inner, 2)
+    return {"processes_in_a_snapshot": processes, "interval_ms": round(sum(ms.values()), 2), **ms}
 
 
 if __name__ == "__main__":

@@ -304,18 +304,21 @@ class Sensor:
         vaddr): [] while it has none for it yet (not a target yet, or no aggregation since it
         became one; a process in detail_pids becomes one at the next collect); None where no
         per-process method loaded."""
-        for probe in self.probes:
-            if isinstance(probe, AccessProbe) and probe.method == "damon-vaddr":
-                return probe.regions(pid) or []
-        return None
+        probe = self._vaddr_probe()
+        return None if probe is None else probe.regions(pid) or []
 
     def access_samples(self) -> float:
         """DAMON's samples per aggregation, as the access probe last read them: the accesses
         of a region read at every sample (0 where no per-process method loaded)."""
+        probe = self._vaddr_probe()
+        return 0.0 if probe is None else float(probe.intervals.samples_per_aggregation)
+
+    def _vaddr_probe(self) -> AccessProbe | None:
+        """The access probe, where it watches processes (DAMON vaddr)."""
         for probe in self.probes:
             if isinstance(probe, AccessProbe) and probe.method == "damon-vaddr":
-                return float(probe.intervals.samples_per_aggregation)
-        return 0.0
+                return probe
+        return None
 
     def describe(self, pid: int) -> ProcessSample | None:
         """A process's /proc facts now, with no counts (None: it is gone)."""

@@ -18,6 +18,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import compress
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -486,17 +487,21 @@ class CounterMap:
             deltas = self._cached_deltas(current, changed, held, alive)
         else:
             held = {}
-            deltas = {}
-            for key in changed:
-                value, before = current[key], prev.get(key)
-                delta = value if before is None else tuple(map(operator.sub, value, before))
-                if before is not None and min(delta) < 0:
-                    delta = value  # evicted and inserted again since the last read
-                if any(delta):
-                    deltas[key] = delta
+            totals = [current[key] for key in changed]
+            rows = self._subtract(totals, [prev.get(key) for key in changed])
+            if rows is None:  # a count fell: evicted and inserted again since the last read
+                rows = []
+                for total, key in zip(totals, changed, strict=True):
+                    before = prev.get(key)
+                    delta = total if before is None else tuple(map(operator.sub, total, before))
+                    rows.append(total if min(delta) < 0 else delta)
+            deltas = dict(compress(zip(changed, rows, strict=True), map(any, rows)))
         if self.owner is not None:
-            owner = self.owner
-            for key in [key for key in current if not alive(owner(key))]:
+            # A key that changed in this read had its task run in the interval: it is asked about
+            # at the first read it does not change in (a key of a task that has just ended stays
+            # a read longer), which spares a kill(2) for every busy task every read.
+            owner, moved = self.owner, set(changed)
+            for key in [key for key in current if key not in moved and not alive(owner(key))]:
                 with contextlib.suppress(KeyError):
                     del self.table[self.table.Key.from_buffer_copy(self._key.pack(*key))]
                 self._forget(key, current.pop(key), held)
@@ -513,9 +518,15 @@ class CounterMap:
         slot between the two reads (or the LRU evicted it), unless its owner is gone."""
         deltas: dict[tuple[int, ...], tuple[int, ...]] = {}
         slotted = held.keys() | self._held_before
-        for key in changed:
-            if key not in slotted:
-                self._advance(key, current[key], deltas)
+        plain = [key for key in changed if key not in slotted]
+        totals = [current[key] for key in plain]
+        rows = self._subtract(totals, [self._reported.get(key) for key in plain])
+        if rows is None:  # a count seems to fall (an earlier read's race): key by key
+            for key, total in zip(plain, totals, strict=True):
+                self._advance(key, total, deltas)
+        else:
+            self._reported.update(zip(plain, totals, strict=True))
+            deltas.update(compress(zip(plain, rows, strict=True), map(any, rows)))
         for key in slotted:
             in_map = current.get(key)
             in_slots = held.get(key)
@@ -531,6 +542,20 @@ class CounterMap:
             self._advance(key, total, deltas)
         self._held_before = set(held)
         return deltas
+
+    def _subtract(self, totals: list[tuple[int, ...]],
+                  befores: list[tuple[int, ...] | None]) -> list[tuple[int, ...]] | None:
+        """totals - befores row by row (None: nothing before), each field subtracted for every
+        row at once; None where any difference is negative (the caller goes key by key)."""
+        if not totals:
+            return []
+        zero = (0,) * self._width
+        before_rows = [zero if b is None else b for b in befores]
+        fields = [list(map(operator.sub, now, before)) for now, before in
+                  zip(zip(*totals, strict=True), zip(*before_rows, strict=True), strict=True)]
+        if min(map(min, fields)) < 0:
+            return None
+        return list(zip(*fields, strict=True))
 
     def _advance(self, key: tuple[int, ...], total: tuple[int, ...],
                  deltas: dict[tuple[int, ...], tuple[int, ...]]) -> None:

@@ -118,6 +118,19 @@ def test_counter_map_gives_deltas_forgets_the_dead_and_survives_eviction():
     assert counters.live_keys() == {(10, 0)}
 
 
+def test_counter_map_subtracts_many_keys_at_once_and_key_by_key_when_one_falls():
+    table = Table()
+    counters = CounterMap(table, owner=lambda k: k[0], percpu=False)
+    table.data = {pid: (pid, 1) for pid in range(100, 200)}
+    assert len(counters.read(alive=lambda pid: True)) == 100
+    table.data = {pid: (pid + pid % 3, 1) for pid in range(100, 200)}  # a third did not change
+    expected = {(pid, 0): (pid % 3, 0) for pid in range(100, 200) if pid % 3}
+    assert counters.read(alive=lambda pid: True) == expected
+    table.data[150] = (2, 0)  # evicted and inserted again: its new count, the others' deltas
+    table.data[151] = (151 + 151 % 3 + 4, 1)
+    assert counters.read(alive=lambda pid: True) == {(150, 0): (2, 0), (151, 0): (4, 0)}
+
+
 class _Slot(ctypes.Structure):
     _fields_ = [("key", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("a", ctypes.c_uint64), ("b", ctypes.c_uint64)]
 
@@ -170,6 +183,9 @@ def test_cached_counter_map_adds_the_slots_and_never_counts_twice():
     assert counters.read(alive=everyone.__contains__) == {}  # its slot's counts were already given
     table.data[10], cache.slots[1] = (1, 0), (13, 5, 5)  # 13 pushed them into the map
     assert counters.read(alive=everyone.__contains__) == {(13,): (5, 5)}
+    # a key that changed in a read is asked about at the next read it does not change in
+    assert 10 in table.data
+    assert counters.read(alive=everyone.__contains__) == {}
     assert 10 not in table.data and (10,) not in counters.live_keys()
 
 
