@@ -371,6 +371,7 @@ class Sensor:
         if self._stats_fd is not None:
             os.close(self._stats_fd)
             self._stats_fd = None
+        gc.unfreeze()  # what the build left may be garbage now: back where the collector sees it
 
     def __enter__(self) -> Sensor:
         return self
