@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--parts", action="store_true",
                         help="time each part of a collect in this process instead (module docstring)")
     args = parser.parse_args()
+    if args.seconds < 1 or args.processes < 0:
+        parser.error("--seconds must be at least 1 and --processes at least 0")
     binary = Path(tempfile.mkdtemp()) / "observe_load"
     subprocess.run(["gcc", "-O2", "-o", str(binary), str(HERE / "observe_load.c")], check=True)
     active = args.processes if args.active is None else args.active
