@@ -50,7 +50,7 @@ def main() -> None:
             sensor.collect()
             probed.append(build(out, args.repeat))
             snap = sensor.collect()
-            faults = sum(p.total_faults for p in snap.processes)
+            faults = sum(p.total_faults for p in snap.counted)
     wall = statistics.median(bare)
     print(json.dumps({
         "compiles_per_round": len(SOURCES) * args.repeat,

@@ -35,6 +35,13 @@ CHANGE_QUIET_FACTOR = 4  # a busy process counts as gone below a quarter of what
 CHANGE_REMOTE_STEP = 0.25  # a remote fraction counts in steps of this (0-25%, 25-50%, ...)
 CHANGE_BYTES_FACTOR = 2.0  # hot bytes on a node count in factors of this, from MIN_GAIN_BYTES up
 
+# ---- sensing: what a snapshot keeps ----
+# processes kept by each measure (faults, pages allocated, remote allocations, remote hinting
+# faults, cross-node CPU moves): the busiest KEEP_TOP of each, with the asked-about ones; the
+# rest are summed (Snapshot.others), so a snapshot is as long with 5,000 busy processes as
+# with 100, and a collect makes no record for most of them
+KEEP_TOP = 32
+
 # ---- access (the access probe, DAMON) ----
 HOT_ACCESS_RATIO = 0.10  # of the samples of an aggregation that saw an access, at least: hot
 COLD_AGE_S = 3.0  # no access seen for at least this long: cold (else warm); a placement decision asks more

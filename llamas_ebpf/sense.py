@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import heapq
 import os
 import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from llamas_ebpf import metrics
 from llamas_ebpf.errors import LlamasError
 from llamas_ebpf.kernel import bpfsys, features, mempolicy, mounts, nodes, procfs
 from llamas_ebpf.paths import Paths
@@ -62,6 +64,11 @@ PROBES: tuple[type[Probe], ...] = (
 # the daemon's managed processes) are read every time.
 RESIDENT_CHURN = 0.05
 RESIDENT_REFRESH_S = 5.0
+# a process among the busiest (detail_top) in the last interval stays among them until others
+# fault this many times more: the busiest do not flap on noise (a `top` row would lose its /proc
+# columns), and a process kept keeps its numa_maps figure (above). So that it can, a snapshot
+# keeps the last interval's busiest (where they counted anything), past keep_top.
+DETAIL_STAY = 1.25
 VMSTAT_KEYS = (
     "pgfault",
     "numa_hit",
@@ -133,10 +140,13 @@ class Sensor:
         rule_cpus: Callable[[int], set[int] | None] | None = None,
         access_targets: int | None = None,
         soft_dirty: bool | None = None,
+        keep_top: int | None = metrics.KEEP_TOP,
     ) -> None:
         """`detail_top`: the busiest processes of each interval that get the /proc facts;
         `detail_pids` (settable) get them too, in every snapshot, busy or not. `rule_cpus`: the
-        CPUs of the rule that takes a process (None: none), for its threads_off_rule."""
+        CPUs of the rule that takes a process (None: none), for its threads_off_rule.
+        `keep_top`: the processes a snapshot keeps by each measure (metrics.KEEP_TOP; None: all, as with
+        `pids` or `cgroups`, which keep every process they name)."""
         if os.geteuid() == 0:
             mounts.ensure_mounted()
         self.caps = features.probe()
@@ -153,6 +163,7 @@ class Sensor:
         self.cpu_to_node = self.options.cpu_to_node
         self.node_ids = nodes.node_ids()
         self.detail_top = detail_top
+        self.keep_top = None if self.options.filtered else keep_top
         self.rule_cpus = rule_cpus
         self.probes: list[Probe] = []
         self.health: dict[str, ProbeHealth] = {}
@@ -171,7 +182,8 @@ class Sensor:
                 self.health[probe.name] = health
                 if probe.method is not None:
                     self.probes.append(probe)
-                    self._prog_prev[probe.name] = prog_stats(probe.program_fds())
+                    if self._stats_fd is not None:
+                        self._prog_prev[probe.name] = prog_stats(probe.program_fds())
             self.build_s = time.monotonic() - started
         except BaseException:
             self.close()
@@ -183,6 +195,7 @@ class Sensor:
         self._vmstat_prev = self._vmstat()
         self._last = time.monotonic()
         self._resident: dict[int, tuple[int, float, dict[int, int]]] = {}  # pid -> (start, read at, pages)
+        self._detailed: set[int] = set()  # the busiest of the last collect (detail_top)
 
     @property
     def detail_pids(self) -> set[int]:
@@ -225,18 +238,22 @@ class Sensor:
 
     def collect(self) -> Snapshot:
         """Everything counted since the previous call (or since start)."""
-        out = SnapshotBuilder()
+        out = SnapshotBuilder(self.keep_top, self.detail_pids | self._detailed)
         probe_health: dict[str, ProbeHealth] = {}
         for probe in self.probes:
+            if probe.reads_processes:
+                out.settle()
             map_full, drops, estimated = probe.collect_with_health(out)
-            count, run_ns = prog_stats(probe.program_fds())
-            prev_count, prev_ns = self._prog_prev.get(probe.name, (0, 0))
-            self._prog_prev[probe.name] = (count, run_ns)
-            stats_on = self._stats_fd is not None and probe.bpf is not None
+            events = run_time_ns = None
+            if self._stats_fd is not None and probe.bpf is not None:  # else the kernel counts nothing
+                count, run_ns = prog_stats(probe.program_fds())
+                prev_count, prev_ns = self._prog_prev.get(probe.name, (0, 0))
+                self._prog_prev[probe.name] = (count, run_ns)
+                events, run_time_ns = count - prev_count, run_ns - prev_ns
             probe_health[probe.name] = dataclasses.replace(
                 self.health[probe.name],
-                events=count - prev_count if stats_on else None,
-                run_time_ns=run_ns - prev_ns if stats_on else None,
+                events=events,
+                run_time_ns=run_time_ns,
                 map_full=map_full,
                 drops=drops,
                 estimated=estimated,
@@ -253,6 +270,7 @@ class Sensor:
         self._vmstat_prev = vm
 
         processes = []
+        others = out.finish()
         for pid in self.detail_pids:
             if pid not in out.processes and procfs.alive(pid):
                 out.process(pid)  # idle in the interval, and still asked about
@@ -260,11 +278,17 @@ class Sensor:
             if not self._wanted(pid):
                 continue
             # the BPF side records comm at first sight and again at exec; /proc only for the rest
-            sample.comm = out.comms.get(pid) or procfs.comm(pid) or "?"
+            sample.comm = out.comm_of(pid) or procfs.comm(pid) or "?"
             processes.append(sample)
         processes.sort(key=lambda p: (-p.total_faults, p.pid))
-        for index, sample in enumerate(processes):
-            if index < self.detail_top or sample.pid in self.detail_pids:
+        before = self._detailed
+
+        def busy(p: ProcessSample) -> float:
+            return p.total_faults * (DETAIL_STAY if p.pid in before else 1.0)
+
+        self._detailed = {p.pid for p in heapq.nlargest(self.detail_top, processes, key=busy)}
+        for sample in processes:
+            if sample.pid in self._detailed or sample.pid in self.detail_pids:
                 self._enrich(sample)
 
         node_samples = []
@@ -297,6 +321,7 @@ class Sensor:
             system=system,
             probes=probe_health,
             access=out.access or self._access_fallback(),
+            others=others,
         )
 
     def access_regions(self, pid: int) -> list[AccessRegion] | None:

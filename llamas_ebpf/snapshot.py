@@ -168,6 +168,22 @@ class ProcessSample:
 
 
 @dataclass(slots=True)
+class OtherProcesses:
+    """The counts of the processes a snapshot leaves out, summed: past the busiest by each
+    measure (Sensor.keep_top), not asked about, nothing but the counters below in the interval."""
+
+    __pydantic_config__ = _STRICT
+    processes: int = 0
+    faults: FaultCounts = field(default_factory=FaultCounts)
+    numa: NumaCounts = field(default_factory=NumaCounts)
+    cpu_migrations: CpuMigrations = field(default_factory=CpuMigrations)
+
+    @property
+    def total_faults(self) -> int:
+        return self.faults.user + self.faults.kernel
+
+
+@dataclass(slots=True)
 class NodeSample:
     __pydantic_config__ = _STRICT
     id: int
@@ -221,9 +237,17 @@ class Snapshot:
     system: dict[str, int] = field(default_factory=dict)  # /proc/vmstat deltas of interest
     probes: dict[str, ProbeHealth] = field(default_factory=dict)
     access: AccessInfo | None = None
+    # the processes left out of `processes` (None: none was), their counts summed; a total over
+    # processes is a total over `counted`
+    others: OtherProcesses | None = None
 
     def process(self, pid: int) -> ProcessSample | None:
         return next((p for p in self.processes if p.pid == pid), None)
+
+    @property
+    def counted(self) -> list[ProcessSample | OtherProcesses]:
+        """Every process's counts: the processes kept, and the others summed."""
+        return [*self.processes, self.others] if self.others is not None else list(self.processes)
 
     def to_json(self) -> str:
         return _ADAPTER.dump_json(self).decode()

@@ -243,6 +243,7 @@ def build_prompt(given: AdvisorInput, budget: int, cmdline_mode: str = "redacted
     def user_text(k: int) -> str:
         telemetry = {
             "window_seconds": window.seconds, "processes_seen": window.process_count,
+            "processes_left_out_per_snapshot": window.left_out,
             "processes_shown": min(k, len(window.processes)),
             "nodes": [dataclasses.asdict(n) for n in window.nodes],
             "vmstat_deltas": window.system, "probes": window.probes, "access": window.access,

@@ -184,6 +184,7 @@ class WindowSummary:
     system: dict[str, int]
     probes: dict[str, str]  # probe -> method or why unavailable
     access: dict[str, Any] | None = None  # how access was seen (the last Snapshot.access), thresholds
+    left_out: int = 0  # the most processes one snapshot summed as others (not among its busiest)
 
     def top(self, k: int) -> list[ProcSummary]:
         return self.processes[:k]
@@ -203,7 +204,10 @@ def summarize(snapshots: Iterable[Snapshot]) -> WindowSummary:
     seconds, host, kernel = 0.0, "", ""
     probes: dict[str, str] = {}
     access: dict[str, Any] | None = None
+    left_out = 0
     for snap in snapshots:
+        if snap.others is not None:
+            left_out = max(left_out, snap.others.processes)
         if snap.access is not None:
             access = {k: v for k, v in asdict(snap.access).items() if k in _ACCESS_KEYS and v is not None}
         seconds += snap.interval_s
@@ -232,4 +236,4 @@ def summarize(snapshots: Iterable[Snapshot]) -> WindowSummary:
                     key=lambda p: (-(p.activity + p.hot_bytes // 4096), -p.gpu_calls, p.pid))
     return WindowSummary(host=host, kernel=kernel, seconds=round(seconds, 3), process_count=len(procs),
                          processes=ranked, nodes=[nodes[k] for k in sorted(nodes)], system=system,
-                         probes=probes, access=access)
+                         probes=probes, access=access, left_out=left_out)

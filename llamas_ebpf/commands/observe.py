@@ -12,6 +12,7 @@ import typer
 
 from llamas_ebpf.commands.common import EbpfFlag, JsonFlag, check_pids, devices_dir, seconds
 from llamas_ebpf.errors import LlamasError
+from llamas_ebpf.metrics import KEEP_TOP
 
 
 def observe(
@@ -37,6 +38,14 @@ def observe(
         Path | None, typer.Option("--save", help="Append each snapshot to FILE as a JSON line.")
     ] = None,
     top: Annotated[int, typer.Option("--top", help="Rows per interval in the table (0: all).")] = 20,
+    busiest: Annotated[
+        int,
+        typer.Option("--busiest", help="Processes a snapshot keeps by each measure (faults, pages "
+                                       "allocated, remote allocations, remote hinting faults, "
+                                       "cross-node CPU moves): the K busiest of each; the rest are "
+                                       "summed as `others` (0: keep every one; -p and --cgroup keep "
+                                       "every one they name)."),
+    ] = KEEP_TOP,
     bpf_stats: Annotated[
         bool,
         typer.Option("--bpf-stats", help="Measure BPF run time per event (BPF_ENABLE_STATS; adds cost)."),
@@ -68,6 +77,8 @@ def observe(
     check_pids("-p", pid)
     if count is not None and count < 1:
         raise LlamasError("count must be at least 1")
+    if busiest < 0:
+        raise LlamasError("--busiest must be at least 0")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     exporter = registry = None
     if fmt == "openmetrics":
@@ -78,7 +89,8 @@ def observe(
         registry = CollectorRegistry()
         exporter = Exporter()
         registry.register(exporter)
-    with Sensor(pids=pid, cgroups=cgroup, cuda_lib=cuda_lib, bpf_stats=bpf_stats, only=only) as sensor:
+    with Sensor(pids=pid, cgroups=cgroup, cuda_lib=cuda_lib, bpf_stats=bpf_stats, only=only,
+                keep_top=busiest or None) as sensor:
         if fmt == "table":
             print(f"Tracing faults, NUMA misses, migrations, GPU calls every {interval:g}s. Ctrl-C to end.",
                   file=sys.stderr)

@@ -34,10 +34,10 @@ NODE_COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948",
 def locality_series(snaps: list[Snapshot]) -> list[dict[str, Any]]:
     series = []
     for snap in snaps:
-        local = sum(p.numa.alloc_local for p in snap.processes)
-        remote = sum(p.numa.alloc_remote for p in snap.processes)
-        hl = sum(p.numa.hint_local or 0 for p in snap.processes)
-        hr = sum(p.numa.hint_remote or 0 for p in snap.processes)
+        local = sum(p.numa.alloc_local for p in snap.counted)
+        remote = sum(p.numa.alloc_remote for p in snap.counted)
+        hl = sum(p.numa.hint_local or 0 for p in snap.counted)
+        hr = sum(p.numa.hint_remote or 0 for p in snap.counted)
         series.append({"time": snap.time,
                        "alloc_local_pct": round(100 * (1 - metrics.remote_alloc_fraction(local, remote)), 1)
                        if local + remote else None,

@@ -137,6 +137,10 @@ class Exporter(Collector):
         yield faults
         yield remote
         yield resident
+        if snap is not None:
+            yield GaugeMetricFamily("llamas_processes_left_out", "Processes the last snapshot summed as "
+                                    "others, not among its busiest (observe --busiest).",
+                                    value=snap.others.processes if snap.others is not None else 0)
 
     @staticmethod
     def _policy(controller: Controller) -> Iterator[Metric]:

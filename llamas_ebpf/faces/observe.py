@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from llamas_ebpf.faces.text import human, mib, safe
-from llamas_ebpf.snapshot import Snapshot
+from llamas_ebpf.snapshot import OtherProcesses, Snapshot
 
 HEADER = (
     f"{'PID':>7} {'COMM':<16} {'FLT_USER':>9} {'FLT_KERN':>8} {'READ':>8} {'WRITE':>8} "
@@ -83,4 +83,13 @@ def render(snap: Snapshot, top: int | None) -> str:
             f"{p.cpu_migrations.same_node:>8} {p.cpu_migrations.cross_node:>9} "
             f"{sum(p.gpu.calls.values()):>9} {mib(hot):>8} {mib(cold):>8} {where:<12}"
         )
+    if snap.others is not None:
+        lines.append(others_line(snap.others))
     return "\n".join(lines)
+
+
+def others_line(others: OtherProcesses) -> str:
+    """What the processes the snapshot left out counted, summed."""
+    return (f"  others: {others.processes} processes, faults {others.total_faults}, allocations "
+            f"local {others.numa.alloc_local} remote {others.numa.alloc_remote}, CPU moves cross-node "
+            f"{others.cpu_migrations.cross_node} (not among the busiest; --busiest 0 keeps them all)")

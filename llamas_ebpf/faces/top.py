@@ -199,7 +199,7 @@ def header(snap: Snapshot, ctx: Context, state: TopState) -> Text:
     events = sum(h.events or 0 for h in snap.probes.values())
     run_ns = sum(h.run_time_ns or 0 for h in snap.probes.values())
     drops = sum(h.map_full + h.drops for h in snap.probes.values())
-    faults = sum(p.total_faults for p in snap.processes)
+    faults = sum(p.total_faults for p in snap.counted)
     if events:
         cost = f"{run_ns / events:.0f} ns/event, BPF {100 * run_ns / 1e9 / seconds:.2f}% CPU"
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +27,12 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def age_s(started: ProcStat, proc: Path = PROC) -> float:
-    """Seconds since the process of this stat started (against /proc/uptime)."""
-    uptime = float((proc / "uptime").read_text().split()[0])
+    """Seconds since the process of this stat started: against CLOCK_BOOTTIME, the clock of
+    both /proc/uptime and a stat's start time (or, under another proc root, its uptime file)."""
+    if proc == PROC:
+        uptime = time.clock_gettime(time.CLOCK_BOOTTIME)
+    else:
+        uptime = float((proc / "uptime").read_text().split()[0])
     return max(uptime - started.start_ticks / TICKS, 0.0)
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import heapq
 import operator
 import os
 import re
 import struct
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import compress
 from pathlib import Path
@@ -26,7 +27,7 @@ from llamas_ebpf import bpf_headers
 from llamas_ebpf.kernel import bpfsys, procfs
 from llamas_ebpf.kernel.features import Capabilities
 from llamas_ebpf.kernel.nodes import PfnRange
-from llamas_ebpf.snapshot import AccessInfo, ProbeHealth, ProcessSample
+from llamas_ebpf.snapshot import AccessInfo, FaultCounts, OtherProcesses, ProbeHealth, ProcessSample
 
 # bpf/llamas.h, read from the header: the limits and the slots of each program's `health` array.
 _H = bpf_headers.defines("llamas.h")
@@ -92,18 +93,36 @@ class ProbeOptions:
 
 
 class SnapshotBuilder:
-    """Where probes put what they read in one interval; the Sensor turns it into a Snapshot."""
+    """Where probes put what they read in one interval; the Sensor turns it into a Snapshot.
 
-    def __init__(self) -> None:
+    The counters every process has (faults, allocations, hinting faults, CPU moves) come in as
+    plain tuples per pid (`faults`, `allocs`, `hints`, `moves`), not as a ProcessSample each: with
+    a thousand busy processes, making and filling a thousand samples (and writing them out) was
+    most of a collect. `settle` keeps the busiest `keep_top` by each measure and the `keep`
+    ones (with `keep_top` None, every one); `finish` sums the rest into OtherProcesses. A process
+    a probe asks for by `process` (the access probe's targets, one with GPU calls) is kept too,
+    with its counts."""
+
+    def __init__(self, keep_top: int | None = None, keep: set[int] | frozenset[int] = frozenset()) -> None:
         self.processes: dict[int, ProcessSample] = {}
         self.node_faults: dict[int, int] = {}
         self.alloc_matrix: dict[tuple[int, int], int] = {}  # (cpu node, memory node) -> pages
         self.hint_matrix: dict[tuple[int, int], int] = {}
         self.page_migrations: dict[str, tuple[int, int]] = {}  # reason -> (succeeded, failed)
         self.system: dict[str, int] = {}
-        self.comms: dict[int, str] = {}
+        self.comm_of: Callable[[int], str | None] = lambda pid: None  # as BPF saw it (faults probe)
         self.access: AccessInfo | None = None  # how the access figures were found
         self.node_heat: dict[int, dict[str, int]] = {}  # node -> hot/warm/cold bytes
+        self.keep_top = keep_top
+        self.keep = keep
+        self.settled = False
+        # per pid, not yet in a sample: (user, kernel, read, write) faults; (local, remote,
+        # pages on each node...) allocations; (local, remote, migrated) hinting faults;
+        # (same node, cross node) CPU moves
+        self.faults: dict[int, tuple[int, int, int, int]] = {}
+        self.allocs: dict[int, tuple[int, ...]] = {}
+        self.hints: dict[int, tuple[int, int, int]] = {}
+        self.moves: dict[int, tuple[int, int]] = {}
         self._alive: dict[int, bool] = {}
 
     def alive(self, pid: int) -> bool:
@@ -114,16 +133,115 @@ class SnapshotBuilder:
         return known
 
     def process(self, pid: int) -> ProcessSample:
+        """The pid's sample, made (and kept) now if it has none, with its counts so far."""
         sample = self.processes.get(pid)
         if sample is None:
             sample = ProcessSample(pid=pid, comm="")
             self.processes[pid] = sample
+            self._fill(sample)
         return sample
+
+    def settle(self) -> None:
+        """Choose the processes kept (once): every one with counts, or with `keep_top`, the
+        busiest by each of MEASURES, `keep_top` of each, and the `keep` ones; give each a
+        sample with its counts."""
+        if self.settled:
+            return
+        self.settled = True
+        counted = self.faults.keys() | self.allocs.keys() | self.hints.keys() | self.moves.keys()
+        if self.keep_top is None:
+            chosen: set[int] = counted
+        else:
+            chosen = set(self.keep) & counted
+            for name, measure in MEASURES:
+                counts: dict[int, tuple[int, ...]] = getattr(self, name)
+                ranked = heapq.nlargest(self.keep_top, counts.items(), key=lambda item: measure(item[1]))
+                chosen.update(pid for pid, values in ranked if measure(values))
+        for pid in sorted(chosen):
+            self.process(pid)
+        for sample in self.processes.values():
+            self._fill(sample)
+
+    def finish(self) -> OtherProcesses | None:
+        """After the last probe: counts that came for kept processes go to their samples; the
+        rest are summed (None: every process was kept)."""
+        self.settle()
+        for sample in self.processes.values():
+            self._fill(sample)
+        left = self.faults.keys() | self.allocs.keys() | self.hints.keys() | self.moves.keys()
+        if not left:
+            return None
+        others = OtherProcesses(processes=len(left))
+        _add_faults(others.faults, _column_sums(self.faults.values(), 4))
+        numa = others.numa
+        local, remote, *per_node = _column_sums(self.allocs.values(), 2 + MAX_NODES)
+        numa.alloc_local, numa.alloc_remote = local, remote
+        numa.alloc_pages_by_node = {node: pages for node, pages in enumerate(per_node) if pages}
+        if self.hints:
+            numa.hint_local, numa.hint_remote, numa.hint_migrated_pages = _column_sums(self.hints.values(), 3)
+        moved = others.cpu_migrations
+        moved.same_node, moved.cross_node = _column_sums(self.moves.values(), 2)
+        self.faults, self.allocs, self.hints, self.moves = {}, {}, {}, {}
+        return others
+
+    def _fill(self, sample: ProcessSample) -> None:
+        """Move the pid's counts so far into its sample."""
+        pid = sample.pid
+        faults = self.faults.pop(pid, None)
+        if faults is not None:
+            _add_faults(sample.faults, faults)
+        allocs = self.allocs.pop(pid, None)
+        if allocs is not None:
+            numa = sample.numa
+            numa.alloc_local += allocs[0]
+            numa.alloc_remote += allocs[1]
+            per_node = allocs[2 : 2 + MAX_NODES]
+            by_node = numa.alloc_pages_by_node
+            for node, pages in compress(enumerate(per_node), per_node):  # the nodes with pages only
+                by_node[node] = by_node.get(node, 0) + pages
+        hints = self.hints.pop(pid, None)
+        if hints is not None:
+            numa = sample.numa
+            numa.hint_local = (numa.hint_local or 0) + hints[0]
+            numa.hint_remote = (numa.hint_remote or 0) + hints[1]
+            numa.hint_migrated_pages = (numa.hint_migrated_pages or 0) + hints[2]
+        moves = self.moves.pop(pid, None)
+        if moves is not None:
+            sample.cpu_migrations.same_node += moves[0]
+            sample.cpu_migrations.cross_node += moves[1]
+
+
+# what makes a process busy enough to keep (SnapshotBuilder.settle): the builder's counts and
+# the figure of them ranked
+MEASURES: tuple[tuple[str, Callable[[tuple[int, ...]], int]], ...] = (
+    ("faults", lambda c: c[0] + c[1]),  # user + kernel
+    ("allocs", lambda c: c[0] + c[1]),  # pages allocated, local + remote
+    ("allocs", lambda c: c[1]),  # remote
+    ("hints", lambda c: c[1]),  # remote hinting faults
+    ("moves", lambda c: c[1]),  # cross-node CPU moves (a move within a node costs no locality)
+)
+
+
+def _add_faults(faults: FaultCounts, counts: Iterable[int]) -> None:
+    user, kernel, read, write = counts
+    faults.user += user
+    faults.kernel += kernel
+    faults.read += read
+    faults.write += write
+
+
+def _column_sums(rows: Iterable[tuple[int, ...]], width: int) -> list[int]:
+    """Each field summed over the rows (zeros where there are none)."""
+    columns = list(map(sum, zip(*rows, strict=True)))
+    return columns or [0] * width
 
 
 class Probe(ABC):
     name: ClassVar[str]
     chain: ClassVar[tuple[AttachMethod, ...]]
+    # True where collect picks among the processes the counters found (SnapshotBuilder.settle
+    # runs before it)
+    reads_processes: ClassVar[bool] = False
 
     def __init__(self, options: ProbeOptions) -> None:
         self.options = options
@@ -408,6 +526,9 @@ def table_items(table: Any, value_size: int) -> list[tuple[bytes, bytes]]:
     ]
 
 
+ASK_EVERY = 4  # an unchanged key's task is asked whether it lives at one read in this many
+
+
 class CounterMap:
     """Deltas of a map of cumulative per-key counters (per-CPU copies summed).
 
@@ -418,7 +539,8 @@ class CounterMap:
     totals did not change since the last read gives nothing.
 
     With an `owner`, keys whose owning task is gone are read one last time, then deleted from the
-    map, so a full map means many live keys, not many dead ones. Evictions by the LRU are counted
+    map (within `ask_every` reads of their last change), so a full map means many live keys,
+    not many dead ones. Evictions by the LRU are counted
     as inserts - live keys - keys we deleted.
 
     With a `cache` (the map's LLAMAS_CACHED slots, bpf/llamas.h), a key's count is the map's
@@ -428,9 +550,11 @@ class CounterMap:
     """
 
     def __init__(self, table: Any, owner: Callable[[tuple[int, ...]], int] | None, percpu: bool = True,
-                 cache: Any = None):
+                 cache: Any = None, ask_every: int = ASK_EVERY):
         self.table = table
         self.owner = owner
+        self.ask_every = ask_every
+        self._reads = 0
         self._key = struct.Struct("<" + struct_format(table.Key))
         if self._key.size != ctypes.sizeof(table.Key):
             raise RuntimeError(f"map key {table.Key.__name__} has padding the reader does not expect")
@@ -439,6 +563,9 @@ class CounterMap:
         if leaf_size % 8:
             raise RuntimeError(f"map value {leaf.__name__} is not made of u64 counters")
         self._width = leaf_size // 8
+        # the leading fields read, the others taken to be zero: fewer may be set before the
+        # first read, and widen() adds more later
+        self.fields = self._width
         self._copies = bpfsys.possible_cpus() if percpu else 1
         self._value_size = leaf_size * self._copies
         self._prev: dict[tuple[int, ...], tuple[int, ...]] = {}  # key -> totals at the last read
@@ -460,7 +587,7 @@ class CounterMap:
         words = memoryview(raw_values[: count * self._value_size]).cast("Q")
         width, stride = self._width, self._width * self._copies
         fields: list[Any] = []
-        for field_index in range(width):
+        for field_index in range(self.fields):
             summed: Any = words[field_index::stride]
             for copy in range(1, self._copies):  # per-CPU copies lie back to back in each value
                 summed = map(operator.add, summed, words[copy * width + field_index :: stride])
@@ -474,6 +601,7 @@ class CounterMap:
         for key, _pad, *words in self._slot.iter_unpack(raw):
             if key == 0:
                 continue  # an empty slot
+            del words[self.fields :]
             before = held.get((key,))
             held[(key,)] = tuple(words) if before is None else tuple(map(operator.add, before, words))
         return held
@@ -497,11 +625,15 @@ class CounterMap:
                     rows.append(total if min(delta) < 0 else delta)
             deltas = dict(compress(zip(changed, rows, strict=True), map(any, rows)))
         if self.owner is not None:
-            # A key that changed in this read had its task run in the interval: it is asked about
-            # at the first read it does not change in (a key of a task that has just ended stays
-            # a read longer), which spares a kill(2) for every busy task every read.
-            owner, moved = self.owner, set(changed)
-            for key in [key for key in current if key not in moved and not alive(owner(key))]:
+            # A key that changed in this read had its task run in the interval: it is not asked
+            # about. One that did not is asked at one read in ask_every (spread by owner), so a
+            # key of a task that ended goes within that many reads, and a kill(2) is spared for
+            # every busy task every read and most idle ones (a host's idle threads, a thousand).
+            owner, moved, every = self.owner, set(changed), self.ask_every
+            self._reads += 1
+            turn = self._reads % every
+            unchanged = [key for key in current if key not in moved and owner(key) % every == turn]
+            for key in [key for key in unchanged if not alive(owner(key))]:
                 with contextlib.suppress(KeyError):
                     del self.table[self.table.Key.from_buffer_copy(self._key.pack(*key))]
                 self._forget(key, current.pop(key), held)
@@ -549,7 +681,7 @@ class CounterMap:
         row at once; None where any difference is negative (the caller goes key by key)."""
         if not totals:
             return []
-        zero = (0,) * self._width
+        zero = (0,) * self.fields
         before_rows = [zero if b is None else b for b in befores]
         fields = [list(map(operator.sub, now, before)) for now, before in
                   zip(zip(*totals, strict=True), zip(*before_rows, strict=True), strict=True)]
@@ -582,6 +714,19 @@ class CounterMap:
             return
         self._reported[key] = tuple(max(then - gone, 0) for then, gone in zip(before, in_map, strict=True))
 
+    def widen(self, fields: int) -> None:
+        """Read the first `fields` fields of each value from now on (at least as many as before;
+        the others are taken to be zero: a map whose trailing fields stay zero until some event
+        the caller learns of elsewhere, like a node's first allocation). What was read so far
+        stands: a field read for the first time gives everything it counted since the start."""
+        fields = min(max(fields, self.fields), self._width)
+        if fields == self.fields:
+            return
+        pad = (0,) * (fields - self.fields)
+        self._prev = {key: total + pad for key, total in self._prev.items()}
+        self._reported = {key: total + pad for key, total in self._reported.items()}
+        self.fields = fields
+
     def live_keys(self) -> set[tuple[int, ...]]:
         """The keys of the last read, owners alive (dead ones were deleted by it), and with a
         cache, those still in its slots."""
@@ -599,9 +744,18 @@ class HealthCounters:
         self._prev_lost = 0
         self._prev_drops = 0
         self._prev_estimated = 0
+        self._copies = bpfsys.possible_cpus()
 
     def totals(self) -> list[int]:
-        return [sum(self.table[ctypes.c_int(slot)]) for slot in range(HEALTH_SLOTS)]
+        """Each slot summed over the CPUs, the array read in one call (a lookup a slot was
+        ~0.1 ms a probe a collect through BCC)."""
+        raw_keys, raw_values, count = table_raw(self.table, 8 * self._copies)
+        words = memoryview(raw_values[: 8 * self._copies * count]).cast("Q")
+        totals = [0] * HEALTH_SLOTS
+        for index, (slot,) in enumerate(struct.iter_unpack("<I", raw_keys[: 4 * count])):
+            if slot < HEALTH_SLOTS:
+                totals[slot] = sum(words[index * self._copies : (index + 1) * self._copies])
+        return totals
 
     def read(self, totals: list[int]) -> tuple[int, int, int]:
         """Deltas (map_full, drops, estimated), given totals read before the maps were."""

@@ -37,13 +37,13 @@ class CpuMigrateProbe(Probe):
         return tgid
 
     def collect(self, out: SnapshotBuilder) -> None:
+        pending = out.moves  # per process: its threads' moves summed
         for (tid,), (same, cross) in self.thread_map.read(out.alive).items():
             tgid = self._tgid(tid)
             if tgid is None:
                 continue  # the thread ended before we could learn its process
-            migrations = out.process(tgid).cpu_migrations
-            migrations.same_node += same
-            migrations.cross_node += cross
+            before = pending.get(tgid)
+            pending[tgid] = (same, cross) if before is None else (before[0] + same, before[1] + cross)
         # the map read deleted the keys of threads that ended; forget those threads too
         live = self.thread_map.live_keys()
         self._tgids = {tid: tgid for tid, tgid in self._tgids.items() if (tid,) in live}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import struct
 
+from llamas_ebpf.kernel import bpfsys
 from llamas_ebpf.probes.base import (
     HEALTH_REGION_INSERTS,
     REGION_SHIFT,
@@ -15,7 +16,6 @@ from llamas_ebpf.probes.base import (
     ProgramSource,
     SnapshotBuilder,
     needs_program,
-    table_raw,
 )
 from llamas_ebpf.snapshot import Region
 
@@ -51,16 +51,17 @@ class FaultsProbe(Probe):
         )
         self.node_map = CounterMap(self.bpf["node_faults"], owner=None)
         self._texts: dict[bytes, str] = {}  # a comm's raw bytes -> its text
+        comms = self.bpf["comms"]
+        self._comms_fd, self._comm_size = comms.map_fd, ctypes.sizeof(comms.Leaf)
         assert self.health_counters is not None
         self.region_map = self.health_counters.maps.get(HEALTH_REGION_INSERTS)
 
-    def _comms(self) -> dict[int, bytes]:
-        """The comms map: pid -> comm as the kernel wrote it (16 bytes, NUL-padded)."""
-        table = self.bpf["comms"]
-        size = ctypes.sizeof(table.Leaf)
-        keys, values, count = table_raw(table, size)
-        pids = struct.unpack(f"<{count}I", keys[: 4 * count])
-        return dict(zip(pids, (values[i : i + size] for i in range(0, count * size, size)), strict=True))
+    def comm(self, pid: int) -> str | None:
+        """The process's comm as the kernel last wrote it in the comms map (at its first fault
+        and at exec), looked up for a kept process only: reading all of a busy host's was a
+        millisecond a collect."""
+        raw = bpfsys.map_lookup(self._comms_fd, struct.pack("<I", pid), self._comm_size)
+        return None if raw is None else self._text(raw)
 
     def _text(self, comm: bytes) -> str:
         text = self._texts.get(comm)
@@ -71,24 +72,19 @@ class FaultsProbe(Probe):
         return text
 
     def collect(self, out: SnapshotBuilder) -> None:
-        comms = self._comms()
-        known = out.comms
+        out.comm_of = self.comm
+        pending = out.faults
         for (pid,), counts in self.proc_map.read(out.alive).items():
             user_read, user_write, kernel_read, kernel_write = counts
-            faults = out.process(pid).faults
-            faults.user += user_read + user_write
-            faults.kernel += kernel_read + kernel_write
-            faults.read += user_read + kernel_read
-            faults.write += user_write + kernel_write
-            comm = comms.get(pid)
-            if comm is not None and pid not in known:
-                known[pid] = self._text(comm)
+            pending[pid] = (user_read + user_write, kernel_read + kernel_write,
+                            user_read + kernel_read, user_write + kernel_write)
         for (node,), (count,) in self.node_map.read(out.alive).items():
             out.node_faults[node] = out.node_faults.get(node, 0) + count
         if self.region_map is not None:
-            for (pid, _pad, region), (reads, writes) in self.region_map.read(out.alive).items():
+            regions = self.region_map.read(out.alive)
+            for (pid, _pad, region), (reads, writes) in regions.items():
                 out.process(pid).regions.append(
                     Region(start=region << REGION_SHIFT, reads=reads, writes=writes)
                 )
-            for sample in out.processes.values():
-                sample.regions.sort(key=lambda r: r.start)
+            for pid in {key[0] for key in regions}:
+                out.processes[pid].regions.sort(key=lambda r: r.start)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import ctypes
-from itertools import compress
 
 from llamas_ebpf.probes.base import (
     MAX_NODES,
@@ -46,16 +45,20 @@ class NumaAllocProbe(Probe):
                 table[ctypes.c_int(index)] = leaf
         self.proc_map = self.per_process("proc_allocs", cached=True, sampled=True)
         self.matrix_map = CounterMap(self.bpf["alloc_matrix"], owner=None)
+        # a value is local, remote and a slot per node (16), most of them zero: the nodes' slots
+        # are read up to the highest node with memory, or that the matrix has seen pages on
+        # (a node onlined since), not all 16 for every process
+        highest = max((r.node for r in self.options.pfn_ranges), default=0)
+        self.proc_map.fields = 2 + min(highest, MAX_NODES - 1) + 1  # before its first read
 
     def collect(self, out: SnapshotBuilder) -> None:
-        for (pid,), values in self.proc_map.read(out.alive).items():
-            numa = out.process(pid).numa
-            numa.alloc_local += values[0]
-            numa.alloc_remote += values[1]
-            per_node = values[2 : 2 + MAX_NODES]
-            by_node = numa.alloc_pages_by_node
-            for node, pages in compress(enumerate(per_node), per_node):  # the nodes with pages only
-                by_node[node] = by_node.get(node, 0) + pages
+        # the matrix first: a page in a process's node slot is in a cell too, so a node's first
+        # pages widen the read before it skips them (one that comes between the two reads is
+        # counted, from the start, by the next)
         for (cell,), (pages,) in self.matrix_map.read(out.alive).items():
             key = divmod(cell, MAX_NODES)
             out.alloc_matrix[key] = out.alloc_matrix.get(key, 0) + pages
+            self.proc_map.widen(2 + key[1] + 1)
+        pending = out.allocs
+        for (pid,), values in self.proc_map.read(out.alive).items():
+            pending[pid] = values  # one key a process: local, remote, pages on the first nodes

@@ -40,11 +40,9 @@ class NumaHintProbe(Probe):
 
     def collect(self, out: SnapshotBuilder) -> None:
         if self.method == "fentry":
+            pending = out.hints
             for (pid,), (lf, rf, _lp, _rp, migrated) in self.proc_map.read(out.alive).items():
-                numa = out.process(pid).numa
-                numa.hint_local = (numa.hint_local or 0) + lf
-                numa.hint_remote = (numa.hint_remote or 0) + rf
-                numa.hint_migrated_pages = (numa.hint_migrated_pages or 0) + migrated
+                pending[pid] = (lf, rf, migrated)  # one key a process
             for (cell,), (faults,) in self.matrix_map.read(out.alive).items():
                 key = divmod(cell, MAX_NODES)
                 out.hint_matrix[key] = out.hint_matrix.get(key, 0) + faults

@@ -85,6 +85,7 @@ def test_hint_faults_through_fentry_agree_with_vmstat(spawn):
             after = procfs.vmstat()
         finally:
             set_numa_balancing(0)
+    out.finish()  # the counts into samples: every process's (keep_top None)
     vm_total = after["numa_hint_faults"] - before["numa_hint_faults"]
     vm_local = after["numa_hint_faults_local"] - before["numa_hint_faults_local"]
     ours_local = sum(p.numa.hint_local or 0 for p in out.processes.values())

@@ -15,7 +15,10 @@ PAGES = 20000
 
 @pytest.fixture(scope="module")
 def sensor():
-    with Sensor(only={"faults", "numa_alloc", "cpu_migrate", "page_migrate"}, bpf_stats=True) as s:
+    # every process kept: these check one process's counts, not which processes a snapshot keeps
+    # (a child that only moves between CPUs of one node is not among the busiest by any measure)
+    with Sensor(only={"faults", "numa_alloc", "cpu_migrate", "page_migrate"}, bpf_stats=True,
+                keep_top=None) as s:
         yield s
 
 
@@ -80,8 +83,10 @@ def test_allocations_are_local_on_one_node(sensor, toucher):
     assert nodes.node_ids() == [0], "this check is for a one-node host"
     sample, _, numastat_local, snap = _bracket(sensor, toucher, "write", PAGES)
     assert sample.numa.alloc_remote == 0
-    # a written fresh anonymous page is one order-0 allocation (plus page tables)
-    assert PAGES <= sample.numa.alloc_local <= PAGES * 1.05 + 200, sample.numa
+    # a written fresh anonymous page is one order-0 allocation (plus page tables); 20,000 pages
+    # written at once are a storm, counted by sample past the exact rate, so the count is off by
+    # up to 16 per jiffy of it either way (19,868 the lowest of 40 runs here, on 518a7e6 too)
+    assert PAGES * 0.98 <= sample.numa.alloc_local <= PAGES * 1.05 + 200, sample.numa
     assert sample.numa.alloc_pages_by_node == {0: sample.numa.alloc_local}
     # numastat counts every allocation on the host in the window, ours among them
     assert numastat_local >= sample.numa.alloc_local * 0.98
@@ -159,3 +164,84 @@ def test_cpu_delay_matches_schedstat(toucher_binary):
         assert abs(sample.delays.cpu_ns - kernel) <= 0.02 * kernel + 1_000_000, (sample.delays, kernel)
         waited += kernel
     assert waited > 10_000_000, "the children should have waited for the CPU"
+
+
+def test_taskstats_delays_are_read_where_pyroute2_decodes_them():
+    """The six delays read at their offsets are the ones pyroute2 decodes from the same reply
+    (its v15 layout, taken whatever version the kernel says)."""
+    import struct
+
+    from pyroute2.netlink.taskstats import taskstatsmsg
+
+    from llamas_ebpf.probes.taskstats import DELAY_FIELDS
+
+    def v15(self, *argv, **kwarg):  # pyroute2 picks v15 only for a kernel saying exactly 15
+        (version,) = struct.unpack_from("H", kwarg["data"], kwarg["offset"] + 4)
+        assert version >= 15, version
+        return self.tstats_v15
+
+    class Message(taskstatsmsg):
+        versioned_stats = staticmethod(v15)
+
+        class aggr_tgid(taskstatsmsg.aggr_tgid):
+            versioned_stats = staticmethod(v15)
+
+    with Sensor(only={"taskstats"}) as sensor:
+        client = next(p for p in sensor.probes if p.name == "taskstats").socket
+        # wait for a CPU: share CPU 0 with a busy child for a while
+        import subprocess
+
+        mask = os.sched_getaffinity(0)
+        busy = subprocess.Popen(["taskset", "-c", "0", "sh", "-c", "while :; do :; done"])
+        try:
+            os.sched_setaffinity(0, {0})
+            end = time.monotonic() + 0.2
+            while time.monotonic() < end:
+                pass
+        finally:
+            os.sched_setaffinity(0, mask)
+            busy.kill()
+            busy.wait()
+        client.sock.send(client.request(os.getpid()))
+        reply = client.sock.recv(65536)
+    ours = client.delays(reply)
+    message = Message(reply)
+    message.decode()
+    stats = message.get_attr("TASKSTATS_TYPE_AGGR_TGID").get_attr("TASKSTATS_TYPE_STATS")
+    assert ours == tuple(stats[name] for name in DELAY_FIELDS)
+    assert ours[0] > 0, "this process waited for CPU 0"
+
+
+def test_the_busiest_are_kept_and_the_rest_summed(toucher_binary):
+    """keep_top 3, twelve children faulting 1,000 to 12,000 pages each: the three that fault
+    most are in the snapshot with their own counts (against the kernel's minflt), the nine others
+    are summed in Snapshot.others, and kept plus others add up to every fault the probe counted
+    on the nodes' CPUs."""
+    from tests.helpers.children import Toucher
+
+    children = [Toucher(toucher_binary) for _ in range(12)]
+    try:
+        # detail_top 0: none is kept for having had /proc facts in the interval before
+        with Sensor(only={"faults", "numa_alloc"}, keep_top=3, detail_top=0) as sensor:
+            for child in children:
+                child.touch("write", 1)  # started: its start-up faults are behind it
+            sensor.collect()
+            before = [procfs.stat(c.pid) for c in children]
+            for number, child in enumerate(children, 1):
+                child.touch("write", 1000 * number)
+            after = [procfs.stat(c.pid) for c in children]
+            snap = sensor.collect()
+    finally:
+        for child in children:
+            child.close()
+    minflt = [b.minflt - a.minflt for a, b in zip(before, after, strict=True)]
+    kept = [snap.process(c.pid) for c in children]
+    assert [sample is not None for sample in kept] == [False] * 9 + [True] * 3
+    for sample, faults in zip(kept[9:], minflt[9:], strict=True):
+        assert sample is not None and abs(sample.faults.user - faults) <= 0.02 * faults, (sample, faults)
+    assert snap.others is not None and snap.others.processes >= 9
+    assert snap.others.faults.user >= 0.98 * sum(minflt[:9]), (snap.others, minflt)
+    assert snap.others.numa.alloc_local >= 0.97 * sum(1000 * n for n in range(1, 10)), snap.others.numa
+    counted = sum(p.total_faults for p in snap.counted)
+    on_nodes = sum(n.faults for n in snap.nodes)
+    assert abs(counted - on_nodes) <= 0.01 * on_nodes + 50, (counted, on_nodes)

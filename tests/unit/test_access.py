@@ -286,6 +286,32 @@ def test_physical_ranges_split_over_nodes():
     assert physical_by_node(300 * page, 400 * page, ranges) == {}
 
 
+def test_host_heat_per_node_is_what_classifying_every_region_gives():
+    """_physical takes a region cold whole where DAMON's age alone says so (no quiet cut can
+    make it younger); what it adds up per node and heat is what cutting every region gives."""
+    page = pagemap.PAGE_SIZE
+    probe = AccessProbe(ProbeOptions(bpf_dir=Path("."), pfn_ranges=[PfnRange(0, 1 << 16, 0),
+                                                                     PfnRange(1 << 16, 1 << 17, 1)]))
+    probe.intervals = damon.Intervals(100_000, 1_000_000, 60_000_000)  # 1 s aggregations
+    probe.quiet_of, probe._quiet_ends, probe.heat_of = {}, {}, None
+    span = 1 << 12  # pages a region
+    current = [Folded(0, i * span * page, (i + 1) * span * page, accesses, age, 1, 10 * 10**9)
+               for i, (accesses, age) in enumerate(itertools.product((0.0, 0.5, 3.0), (0, 2, 3, 9)))]
+    # the first quarter of each idle region has been quiet for 8 s, longer than DAMON's age
+    probe.quiet_of[0] = ([Quiet(r.start, r.start + (r.end - r.start) // 4, 2.0) for r in current
+                          if r.accesses == 0], 10.0)
+    out = SnapshotBuilder()
+    probe._physical(current, out)
+    expected: dict[int, dict[str, int]] = {}
+    for region in current:
+        for lo, hi, heat, _age in probe._classify(region, region.start, region.end):
+            for node, size in physical_by_node(lo, hi, probe.options.pfn_ranges).items():
+                row = expected.setdefault(node, {"hot": 0, "warm": 0, "cold": 0})
+                row[heat] += size
+    assert out.node_heat == expected
+    assert all(row["hot"] and row["warm"] and row["cold"] for row in expected.values()), expected
+
+
 def test_pagemap_entries_decode():
     node_of = pagemap.NodeOfPfn([PfnRange(0x100, 0x200, 0), PfnRange(0x200, 0x300, 1)])
     entries = [

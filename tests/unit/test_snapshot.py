@@ -6,6 +6,7 @@ from llamas_ebpf.errors import LlamasError
 from llamas_ebpf.snapshot import (
     FaultCounts,
     NodeSample,
+    OtherProcesses,
     ProbeHealth,
     ProcessSample,
     Region,
@@ -33,6 +34,21 @@ def test_json_round_trip(tmp_path):
     path = tmp_path / "s.jsonl"
     save([snap, snap], path)
     assert list(load(path)) == [snap, snap]
+
+
+def test_others_round_trip_and_count_in_totals():
+    snap = sample_snapshot()
+    assert snap.others is None and snap.counted == snap.processes  # as every file before them
+    snap.others = OtherProcesses(processes=950, faults=FaultCounts(user=4000, kernel=10, read=1, write=4009))
+    snap.others.numa.alloc_remote = 12
+    again = Snapshot.from_json(snap.to_json())
+    assert again == snap and again.others is not None and again.others.total_faults == 4010
+    assert sum(p.total_faults for p in again.counted) == 4010 + 11
+    assert sum(p.numa.alloc_remote for p in again.counted) == 12
+    from llamas_ebpf.faces.observe import render
+
+    table = render(again, 20).splitlines()
+    assert table[-1].startswith("  others: 950 processes, faults 4010, allocations local 0 remote 12"), table
 
 
 def test_load_names_file_line_and_field(tmp_path):
