@@ -56,7 +56,8 @@ def build(window: WindowSummary, snaps: list[Snapshot], inventory: Inventory, ca
         "schema": "llamas.audit/v1",
         "host": {"name": inventory.host, "kernel": inventory.kernel, "capabilities": capabilities,
                  "window_seconds": window.seconds, "snapshots": len(snaps),
-                 "processes_seen": window.process_count, "probes": window.probes},
+                 "processes_seen": window.process_count, "processes_left_out": window.left_out,
+                 "probes": window.probes},
         "inventory": json.loads(inventory.model_dump_json(by_alias=True)),
         "findings": findings(window, inventory, policy),
         "policy": policy,
@@ -168,12 +169,17 @@ def _md(text: object) -> str:
     return safe(str(text)).replace("|", "\\|").replace("<", "&lt;")
 
 
+def _left_out(host: dict[str, Any]) -> str:
+    left = host.get("processes_left_out") or 0
+    return f" (and up to {left} a snapshot, not among the busiest, counted only as a sum)" if left else ""
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     host = report["host"]
     lines = [f"# Placement audit: {_md(host['name'])}", "",
              "## Host and kernel", "",
              f"- kernel {_md(host['kernel'])}; observed {host['window_seconds']:g} s in {host['snapshots']} "
-             f"snapshots, {host['processes_seen']} processes",
+             f"snapshots, {host['processes_seen']} processes{_left_out(host)}",
              "- probes: " + ", ".join(f"{k} ({_md(v)})" for k, v in sorted(host["probes"].items())),
              "- capabilities: " + ", ".join(f"{k}: {'yes' if v.get('available') else 'no'}"
                                             for k, v in sorted(report["host"]["capabilities"].items())
@@ -375,7 +381,8 @@ def to_html(report: dict[str, Any]) -> str:
                    for k, v in sorted(host["capabilities"].items()) if isinstance(v, dict) and "available" in v)
     probes = "".join(f"<li>{_e(k)}: {_e(v)}</li>" for k, v in sorted(host["probes"].items()))
     host_body = (f"<p>kernel {_e(host['kernel'])}; observed {host['window_seconds']:g} s in {host['snapshots']} "
-                 f"snapshots, {host['processes_seen']} processes.</p><h3>Capabilities</h3><ul>{caps}</ul>"
+                 f"snapshots, {host['processes_seen']} processes{_e(_left_out(host))}.</p>"
+                 f"<h3>Capabilities</h3><ul>{caps}</ul>"
                  f"<h3>Probes</h3><ul>{probes}</ul>")
     inv = markdown_free["inventory"]
     rows = "".join(

@@ -49,6 +49,12 @@ def test_others_round_trip_and_count_in_totals():
 
     table = render(again, 20).splitlines()
     assert table[-1].startswith("  others: 950 processes, faults 4010, allocations local 0 remote 12"), table
+    from llamas_ebpf.advise.summary import summarize
+    from llamas_ebpf.faces.audit import _left_out
+
+    window = summarize([sample_snapshot(), again])
+    assert window.process_count == 1 and window.left_out == 950
+    assert "up to 950 a snapshot" in _left_out({"processes_left_out": window.left_out})
 
 
 def test_load_names_file_line_and_field(tmp_path):
