@@ -148,7 +148,8 @@ def fold(regions: Sequence[Seen], previous: dict[tuple[int, int], tuple[int, int
 class Quiet(NamedTuple):
     """A range of one process quiet since `since` (quiet: the first aggregation from then on saw
     no access in it, and none since saw it hot). A tuple: thousands are made at each
-    aggregation of a host-wide kdamond, and a frozen dataclass takes four times as long to make."""
+    aggregation of a host-wide kdamond, and a frozen dataclass takes twice as long to make
+    (340 against 170 ns here)."""
 
     start: int
     end: int
